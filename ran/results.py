@@ -65,9 +65,10 @@ class Outputs:
 
     @property
     def build(self) -> Path:
-        """Executed notebooks, HTML, PDF and caches (never committed)."""
+        """Executed notebooks, HTML and the PDF (never committed): ``build/`` for the
+        default profile, ``build/<profile>/`` for the others."""
         root = Path(self.root) if self.root is not None else _env_root()
-        return root / "build" / self.profile
+        return root / "build" if self.profile == "default" else root / "build" / self.profile
 
     @property
     def cache(self) -> Path:

@@ -1,0 +1,85 @@
+"""Command line: ``python -m ran {run,report,bench} ...``.
+
+- ``run --profile {smoke,default,paper} [--only 01,03] [-p name value]``: execute the
+  notebooks in order with papermill, export HTML (see :mod:`ran.pipeline`).
+- ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
+- ``bench {sweep,overhead,all}``: speed ratios measured in one run, saved to data/results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ran.results import PROFILES, Outputs
+
+BENCHES = {"sweep": "ran.bench.sweep", "overhead": "ran.bench.overhead"}
+
+
+def _parse_value(text: str):
+    """Papermill parameters from the command line: int, float, bool or str."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ran", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the notebooks in order (papermill)")
+    run.add_argument("--profile", choices=PROFILES, default="default")
+    run.add_argument("--only", action="append", help="notebook number(s), e.g. 01 or 01,03")
+    run.add_argument(
+        "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[]
+    )
+    run.add_argument("--no-html", action="store_true", help="skip the HTML export")
+
+    rep = sub.add_parser("report", help="fill FINDINGS.md from data/results and build the PDF")
+    rep.add_argument("--profile", choices=PROFILES, default="default")
+    rep.add_argument("--no-pdf", action="store_true")
+
+    bench = sub.add_parser("bench", help="benchmarks, saved to data/results/bench_*.json")
+    bench.add_argument("which", choices=[*BENCHES, "all"])
+    bench.add_argument("--profile", choices=PROFILES, default="default")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from ran.pipeline import PipelineError, run
+
+        params = {name: _parse_value(value) for name, value in args.param}
+        try:
+            rep = run(args.profile, args.only, params, html=not args.no_html)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        total = sum(rep.wall_time_s.values())
+        print(f"ran {len(rep.wall_time_s)} notebook(s) in {total:.0f} s (profile {args.profile})")
+        return 0
+    if args.command == "report":
+        from ran.report import report
+
+        out = report(args.profile, pdf=not args.no_pdf)
+        print(f"filled {len(out['filled'])} section(s) of {out['findings']}")
+        if "pdf" in out:
+            print(f"PDF: {out['pdf']}")
+        return 0
+    if args.command == "bench":
+        names = list(BENCHES) if args.which == "all" else [args.which]
+        for name in names:
+            module = importlib.import_module(BENCHES[name])
+            result = module.run(Outputs(args.profile))
+            print(f"bench {name}: {result.get('summary', result)}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

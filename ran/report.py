@@ -1,0 +1,160 @@
+"""FINDINGS.md's generated sections and its typeset PDF.
+
+FINDINGS.md is hand-written prose around marker pairs::
+
+    <!-- BEGIN GENERATED: 01_esn_dynamics -->
+    ... (replaced on every ``python -m ran report``) ...
+    <!-- END GENERATED: 01_esn_dynamics -->
+
+Each marker names a results file (``<results>/01_esn_dynamics.json``); the block
+between the markers is rendered from that file's ``findings`` (tables, figures
+and sentences whose numbers the notebook computed). Nothing between markers is
+typed by hand. The PDF goes pandoc (markdown -> typst source, from the
+``pypandoc_binary`` wheel) -> typst (the ``typst`` wheel) -> PDF, offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from ran.results import REPO_ROOT, Outputs, check_profile
+
+FINDINGS = REPO_ROOT / "FINDINGS.md"
+MARKER_RE = re.compile(
+    r"(<!-- BEGIN GENERATED: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)",
+    re.DOTALL,
+)
+
+
+def format_value(value, fmt: str = ".3g") -> str:
+    """Format one table cell: numbers with ``fmt``, pairs as ``[lo, hi]``, None as n/a."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(value, fmt)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(format_value(v, fmt) for v in value) + "]"
+    return str(value).replace("|", "\\|")
+
+
+def render_table(block: dict) -> str:
+    fmt = block.get("fmt", ".3g")
+    cols = block["columns"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in block["rows"]:
+        if len(row) != len(cols):
+            raise ValueError(
+                f"table {block['caption']!r} has a row of {len(row)} cells for {len(cols)} columns"
+            )
+        lines.append("| " + " | ".join(format_value(v, fmt) for v in row) + " |")
+    return "\n".join(lines) + f"\n\nTable: {block['caption']}\n"
+
+
+def render_figure(block: dict, md_dir: Path, root: Path) -> str:
+    path = Path(block["path"])
+    target = path if path.is_absolute() else root / path
+    rel = os.path.relpath(target, md_dir)
+    return f"![{block['caption']}]({rel}){{width=90%}}\n"
+
+
+def render_findings(doc: dict, md_dir: Path = REPO_ROOT, root: Path = REPO_ROOT) -> str:
+    """Markdown for one results document's findings, in order."""
+    parts = []
+    for block in doc.get("findings", []):
+        kind = block.get("kind")
+        if kind == "table":
+            parts.append(render_table(block))
+        elif kind == "figure":
+            parts.append(render_figure(block, md_dir, root))
+        elif kind == "text":
+            parts.append(block["text"].strip() + "\n")
+        else:
+            raise ValueError(
+                f"unknown findings block kind {kind!r} in {doc.get('meta', {}).get('name')}"
+            )
+    meta = doc.get("meta", {})
+    prov = [f"profile `{meta.get('profile')}`"]
+    if meta.get("model_name"):
+        prov.append(f"model `{meta['model_name']}`")
+    if meta.get("seed") is not None:
+        prov.append(f"seed {meta['seed']}")
+    if meta.get("wall_time_s") is not None:
+        prov.append(f"wall time {meta['wall_time_s']:.0f} s")
+    parts.append(f"*Source: `data/results/{meta.get('name')}.json` ({', '.join(prov)}).*\n")
+    return "\n".join(parts)
+
+
+def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple[str, list[str]]:
+    """Replace every generated block; returns the new text and the names filled."""
+    filled = []
+
+    def repl(m: re.Match) -> str:
+        name = m.group("name")
+        path = outputs.results / f"{name}.json"
+        if path.exists():
+            body = render_findings(json.loads(path.read_text()), md_dir, root)
+            filled.append(name)
+        else:
+            body = (
+                f"*No results yet for `{name}`: run `python -m ran run --profile {outputs.profile}` "
+                "and then `python -m ran report`.*\n"
+            )
+        return m.group(1) + "\n" + body + "\n" + m.group(4)
+
+    return MARKER_RE.sub(repl, text), filled
+
+
+def build_pdf(md_path: Path, pdf_path: Path, root: Path = REPO_ROOT) -> Path:
+    """Typeset a markdown file: pandoc -> typst source -> PDF (both from wheels, offline)."""
+    import pypandoc
+    import typst
+
+    typ_path = pdf_path.with_suffix(".typ")
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    pypandoc.convert_file(
+        str(md_path),
+        "typst",
+        outputfile=str(typ_path),
+        extra_args=["--standalone", f"--resource-path={md_path.parent}"],
+    )
+    # typst resolves image paths against the .typ file's folder: rewrite them to root-absolute.
+    src = typ_path.read_text(encoding="utf-8")
+    md_dir = md_path.parent.resolve()
+
+    def absolutise(m: re.Match) -> str:
+        target = (md_dir / m.group(1)).resolve()
+        return f'image("/{target.relative_to(root.resolve())}"'
+
+    typ_path.write_text(re.sub(r'image\("([^"/][^"]*)"', absolutise, src), encoding="utf-8")
+    typst.compile(str(typ_path), output=str(pdf_path), root=str(root))
+    return pdf_path
+
+
+def report(profile: str = "default", pdf: bool = True, root: Path = REPO_ROOT) -> dict:
+    """Fill FINDINGS.md from the results of ``profile`` and build the PDF.
+
+    The default profile rewrites the committed FINDINGS.md in place; other
+    profiles write a filled copy to ``build/<profile>/FINDINGS.md`` and never
+    touch the committed one.
+    """
+    outputs = Outputs(check_profile(profile), root=root)
+    template = root / "FINDINGS.md"
+    if not template.exists():
+        raise FileNotFoundError(
+            f"{template} is missing; it holds the prose and the markers to fill"
+        )
+    target = template if profile == "default" else outputs.build / "FINDINGS.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text, filled = fill_markers(template.read_text(encoding="utf-8"), outputs, target.parent, root)
+    target.write_text(text, encoding="utf-8")
+    out = {"findings": str(target), "filled": filled}
+    if pdf:
+        out["pdf"] = str(build_pdf(target, outputs.build / "FINDINGS.pdf", root))
+    return out

@@ -1,0 +1,105 @@
+"""The runner and the report: failures name the notebook, smoke never touches committed
+results, FINDINGS blocks are rendered from results files and the PDF builds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ran import pipeline
+from ran.report import fill_markers, format_value, render_table, report
+from ran.results import REPO_ROOT, Outputs, figure, save_results, table, text
+
+
+def _tree_digest(folder):
+    h = hashlib.sha256()
+    if folder.exists():
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                h.update(p.relative_to(folder).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _write_nb(path, body):
+    path.write_text('# %% tags=["parameters"]\nprofile = "default"\n\n# %%\n' + body + "\n")
+
+
+def test_select_by_number_and_unknown(tmp_path):
+    for name in ("01_a.py", "02_b.py", "helper.py"):
+        _write_nb(tmp_path / name, "x = 1")
+    nbs = pipeline.list_notebooks(tmp_path)
+    assert [p.name for p in nbs] == ["01_a.py", "02_b.py"]
+    assert [p.name for p in pipeline.select(nbs, ["2"])] == ["02_b.py"]
+    with pytest.raises(pipeline.PipelineError, match="no notebook matches 07"):
+        pipeline.select(nbs, ["07"])
+
+
+def test_failing_notebook_is_named(tmp_path, monkeypatch):
+    _write_nb(tmp_path / "01_ok.py", "assert profile == 'smoke'")
+    _write_nb(tmp_path / "02_broken.py", "raise ValueError('the probe exploded')")
+    monkeypatch.setenv("RAN_ROOT", str(tmp_path))
+    with pytest.raises(pipeline.PipelineError) as err:
+        pipeline.run("smoke", notebook_dir=tmp_path, html=False, progress=False)
+    msg = str(err.value)
+    assert "02_broken" in msg and "the probe exploded" in msg
+    # the notebook before it ran, with profile injected, and its time was recorded
+    timing = json.loads((tmp_path / "build/smoke/data/results/pipeline.json").read_text())
+    assert "01_ok" in timing["meta"]["timing"]
+
+
+def test_render_table_formats_and_checks_width():
+    block = table("cap", ["a", "b"], [[0.123456, [1.0, 2.5]], ["x", None]], fmt=".2f")
+    md = render_table(block)
+    assert "| 0.12 | [1.00, 2.50] |" in md and "| x | n/a |" in md and "Table: cap" in md
+    with pytest.raises(ValueError, match="row of 1 cells"):
+        render_table(table("bad", ["a", "b"], [[1]]))
+    assert format_value(True) == "yes" and format_value(3) == "3"
+
+
+def test_fill_markers_uses_results_file(tmp_path):
+    out = Outputs("default", root=tmp_path)
+    fig = out.figure_path("01_x.png")
+    fig.write_bytes(b"png")
+    save_results(
+        "01_demo",
+        {"v": 0.25},
+        out,
+        seed=3,
+        findings=[text("measured 0.25"), figure(fig, "a figure", out), table("t", ["k"], [[7]])],
+    )
+    md = "intro\n<!-- BEGIN GENERATED: 01_demo -->\nstale\n<!-- END GENERATED: 01_demo -->\n"
+    md += "<!-- BEGIN GENERATED: 09_missing -->\n<!-- END GENERATED: 09_missing -->\n"
+    filled, names = fill_markers(md, out, tmp_path, tmp_path)
+    assert names == ["01_demo"]
+    assert "stale" not in filled and "measured 0.25" in filled
+    assert "](figures/01_x.png)" in filled and "| 7 |" in filled and "seed 3" in filled
+    assert "No results yet for `09_missing`" in filled
+    # idempotent: filling the filled text again gives the same text
+    assert fill_markers(filled, out, tmp_path, tmp_path)[0] == filled
+
+
+def test_smoke_pipeline_end_to_end():
+    """All notebooks in the smoke profile, HTML, report and PDF; committed outputs untouched."""
+    committed = [REPO_ROOT / "data" / "results", REPO_ROOT / "figures"]
+    before = [_tree_digest(p) for p in committed]
+    findings_before = (REPO_ROOT / "FINDINGS.md").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ran", "run", "--profile", "smoke"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    smoke = Outputs("smoke")
+    for nb in pipeline.list_notebooks():
+        assert (smoke.build / "html" / f"{nb.stem}.html").stat().st_size > 10_000
+    assert any(smoke.results.glob("0*.json")), "the smoke notebooks wrote no results"
+    rep = report("smoke")
+    assert (smoke.build / "FINDINGS.pdf").read_bytes()[:4] == b"%PDF"
+    assert rep["filled"], "no generated section was filled from smoke results"
+    assert [_tree_digest(p) for p in committed] == before
+    assert (REPO_ROOT / "FINDINGS.md").read_bytes() == findings_before
