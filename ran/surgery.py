@@ -1,0 +1,285 @@
+"""Inject a fixed random reservoir into one attention layer of a pretrained LM.
+
+``inject(model, InjectionConfig(...))`` returns a :class:`RANHandle`. At layer
+L every query attends over ``M`` reservoir slots (keys/values read out of the
+reservoir state r(t)) besides its tokens, through a per-head gate that is
+closed at init, so the injected model is bit-identical to the untouched one
+until the gate opens. After each pass the reservoir is driven once by layer
+L's (gated) attention output pooled at the last real token:
+``r(t+1) = step(r(t), u(t))``. The state belongs to the handle and persists
+across forward passes, prompts and generate() calls. The mechanics live in
+:mod:`ran.slots`.
+
+Example
+-------
+>>> with inject(model, InjectionConfig()) as h:  # doctest: +SKIP
+...     model(**batch_1); model(**batch_2)       # pass 2 reads what pass 1 wrote
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+
+from ran import slots as S
+from ran.reservoir import Reservoir, ReservoirConfig
+from ran.surgery_state import StateMixin
+
+POOLINGS = ("last", "mean")
+ADVANCES = ("forward", "generate")
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Where and how the reservoir enters the model.
+
+    ``advance="forward"``: every model() call (each decoding step of
+    generate() included) reads slots from r(t) and then advances the state
+    once. ``advance="generate"``: a generate() call reads the same r(t) at all
+    its steps and advances once when it returns, driven by its last forward
+    pass (the last token fed to the model); plain model() calls outside
+    generate() still advance once each.
+    """
+
+    layer: int | None = None  # injected layer L; None -> num_layers // 2 (a mid layer)
+    n_slots: int = 8  # M reservoir key/value slots per KV head
+    reservoir: ReservoirConfig = field(default_factory=ReservoirConfig)  # the fixed ESN
+    pooling: str = "last"  # drive pooling: "last" real token, or "mean" over real tokens
+    gate_init: float = 0.0  # per-head gate logit; tanh(0) = 0 keeps the model bit-exact
+    advance: str = "forward"  # "forward": one step per model() call; "generate": one per generate()
+    normalize_drive: bool = True  # u / ||u||: W_in u has RMS input_scaling whatever the width d
+    readout_scale: float = 0.1  # readout weight std is readout_scale / sqrt(N); bias starts at 0
+    seed: int = 0  # seed of the readout initialisation (the reservoir has its own seed)
+
+    def __post_init__(self):
+        if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
+            raise ValueError(f"layer must be None or a non-negative integer, got {self.layer!r}.")
+        if not isinstance(self.n_slots, int) or self.n_slots < 1:
+            raise ValueError(f"n_slots must be a positive integer, got {self.n_slots!r}.")
+        if not isinstance(self.reservoir, ReservoirConfig):
+            raise ValueError("reservoir must be a ran.reservoir.ReservoirConfig.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}.")
+        if self.advance not in ADVANCES:
+            raise ValueError(f"advance must be one of {', '.join(ADVANCES)}, got {self.advance!r}.")
+        for name in ("gate_init", "readout_scale"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or v != v or abs(v) == float("inf"):
+                raise ValueError(f"{name} must be a finite number, got {v!r}.")
+        if self.readout_scale < 0:
+            raise ValueError(f"readout_scale must be >= 0, got {self.readout_scale}.")
+
+
+class _StopAfterLayer(Exception):
+    """Raised inside layer L by write_only() once the drive is written."""
+
+
+def _layers(model):
+    """The decoder blocks of a supported model and their attention modules."""
+    mtype = getattr(model.config, "model_type", None)
+    if mtype not in S.SUPPORTED_TYPES:
+        raise ValueError(
+            f"unsupported architecture {mtype!r}; inject supports the model types "
+            f"{', '.join(S.SUPPORTED_TYPES)}."
+        )
+    blocks = model.transformer.h if mtype == "gpt2" else model.model.layers
+    attns = [b.attn if mtype == "gpt2" else b.self_attn for b in blocks]
+    return blocks, attns
+
+
+def inject(model, cfg: InjectionConfig | None = None) -> RANHandle:
+    """Inject reservoir slots into one attention layer of ``model`` (in place).
+
+    Parameters
+    ----------
+    model : a GPT-2, Qwen2 or Llama causal LM from transformers.
+    cfg : InjectionConfig, optional
+
+    Returns
+    -------
+    RANHandle
+        Owns the reservoir state, the trainable readout and gate; ``remove()``
+        (or leaving a ``with`` block) restores the model exactly.
+    """
+    return RANHandle(model, cfg or InjectionConfig())
+
+
+class RANHandle(StateMixin):
+    """The injected reservoir of one model: state, readout/gate, hooks.
+
+    Attributes
+    ----------
+    model : the injected model.
+    config : InjectionConfig
+    layer : int, the injected layer L.
+    reservoir : Reservoir (fixed buffers ``W``, ``W_in``, ``b``).
+    slots : SlotReadout (the only trainable parameters: readout and gate).
+    last_drive : Tensor (B, d) or None, the drive u of the last pass (in the graph).
+    slot_mass : Tensor (B, H, Q) or None, attention mass on the slots of the
+        last pass at layer L, recorded while ``record_slot_mass`` is True.
+    """
+
+    def __init__(self, model, cfg: InjectionConfig):
+        blocks, attns = _layers(model)
+        layer = len(blocks) // 2 if cfg.layer is None else cfg.layer
+        if not 0 <= layer < len(blocks):
+            raise ValueError(
+                f"layer {layer} is out of range; the model has layers 0..{len(blocks) - 1}."
+            )
+        impl = model.config._attn_implementation
+        if impl not in S.SUPPORTED_IMPLS:
+            raise ValueError(
+                f"attention implementation {impl!r} is not supported; use one of "
+                f"{', '.join(S.SUPPORTED_IMPLS)}."
+            )
+        if getattr(model, "_ran_handle", None) is not None:
+            raise ValueError(
+                "this model already carries a reservoir; remove() it before injecting again."
+            )
+        self.model, self.config, self.layer = model, cfg, layer
+        attn = attns[layer]
+        n_heads = model.config.num_attention_heads
+        n_kv = getattr(model.config, "num_key_value_heads", None) or n_heads
+        head_dim = getattr(attn, "head_dim", model.config.hidden_size // n_heads)
+        p = next(model.parameters())
+        self.input_dim = n_heads * head_dim
+        self.reservoir = Reservoir(cfg.reservoir, self.input_dim, dtype=p.dtype).to(p.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.slots = S.SlotReadout(
+                cfg.reservoir.units,
+                cfg.n_slots,
+                n_kv,
+                head_dim,
+                n_heads,
+                cfg.gate_init,
+                cfg.readout_scale,
+            ).to(device=p.device, dtype=p.dtype)
+        self._state: torch.Tensor | None = None
+        self.last_drive: torch.Tensor | None = None
+        self.slot_mass: torch.Tensor | None = None
+        self.record_slot_mass = False
+        self._pad2d = None  # 2-D attention mask of the running top-level forward call
+        self._gen_depth = 0  # > 0 inside generate() when advance == "generate"
+        self._gen_drive = None
+        self._stop_after = False
+        self._base_fn = S.base_attention(attn, impl)
+        self._attn, self._orig_config = attn, attn.config
+        S.register()
+        attn.config = S.ConfigView(attn.config, self)
+        self._hooks = [
+            model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
+            model.register_forward_hook(self._post_forward, always_call=True),
+        ]
+        self._orig_generate = model.__dict__.get("generate")
+        model.generate = self._wrap_generate(model.generate)
+        model._ran_handle = self
+        self._removed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def remove(self) -> None:
+        """Undo the injection: original config, no hooks, original generate()."""
+        if self._removed:
+            return
+        self._attn.config = self._orig_config
+        for h in self._hooks:
+            h.remove()
+        if self._orig_generate is None:
+            self.model.__dict__.pop("generate", None)
+        else:
+            self.model.generate = self._orig_generate
+        self.model.__dict__.pop("_ran_handle", None)
+        self._removed = True
+
+    def __enter__(self) -> RANHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The readout and the gate: the only new trainable parameters."""
+        return list(self.slots.parameters())
+
+    def set_gate(self, value: float | torch.Tensor) -> None:
+        """Set the gate logits g (scalar or one per query head); tanh(g) is the blend."""
+        with torch.no_grad():
+            self.slots.gate.copy_(torch.as_tensor(value, dtype=self.slots.gate.dtype))
+
+    # ------------------------------------------------------------------ passes
+    def write_only(self, input_ids, attention_mask=None) -> torch.Tensor:
+        """Run the model only up to layer L's attention and advance the state once.
+
+        Returns the new state (B, N).
+        """
+        self._stop_after = True
+        try:
+            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _StopAfterLayer:
+            pass
+        finally:
+            self._stop_after = False
+        return self._state
+
+    def _pre_forward(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        emb = kwargs.get("inputs_embeds")
+        ref = ids if ids is not None else emb
+        self._pad2d = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        if ref is not None and self._state is not None:
+            self._check_batch(ref.shape[0])
+
+    def _post_forward(self, module, args, output):
+        self._pad2d = None
+
+    def _wrap_generate(self, generate):
+        @functools.wraps(generate)
+        def wrapped(*args, **kwargs):
+            if self.config.advance != "generate":
+                return generate(*args, **kwargs)
+            self._gen_depth += 1
+            start = self._state
+            try:
+                out = generate(*args, **kwargs)
+            finally:
+                self._gen_depth -= 1
+            drive, self._gen_drive = self._gen_drive, None
+            if drive is not None:
+                self._advance(start, drive)
+            return out
+
+        return wrapped
+
+    def __call__(self, module, query, key, value, attention_mask, **kwargs):
+        """Layer L's attention (called through the registered ``"ran"`` function)."""
+        b = query.shape[0]  # query (B, H, Q, hd); key/value (B, n_kv, KV, hd)
+        self._check_batch(b)
+        plain, weights = self._base_fn(module, query, key, value, attention_mask, **kwargs)
+        r = self._state if self._state is not None else self.reservoir.zero_state(b)
+        slot_k, slot_v = self.slots(r)  # (B, n_kv, M, hd) each
+        scaling = kwargs.get("scaling")
+        aug = S.slot_attention(
+            query, key, value, slot_k, slot_v, attention_mask, scaling, kwargs.get("dropout", 0.0)
+        )  # (B, Q, H, hd)
+        out = S.gated_output(plain, aug, self.slots.gate)  # (B, Q, H, hd)
+        if self.record_slot_mass:
+            with torch.no_grad():
+                self.slot_mass = S.slot_mass(query, key, slot_k, attention_mask, scaling)
+        u = S.pool_drive(out, self._pad2d, self.config.pooling)  # (B, H*hd)
+        if self.config.normalize_drive:
+            u = S.normalize_drive(u, self.config.reservoir.input_connectivity)
+        self.last_drive = u
+        if self._gen_depth > 0:
+            self._gen_drive = u  # advanced once when generate() returns
+        else:
+            self._advance(self._state, u)
+        if self._stop_after:
+            raise _StopAfterLayer
+        return out, weights
+
+    def _advance(self, r: torch.Tensor | None, u: torch.Tensor) -> None:
+        if r is None:
+            r = self.reservoir.zero_state(u.shape[0])
+        self._state = self.reservoir.step(r, u)
