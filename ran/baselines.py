@@ -1,0 +1,471 @@
+"""Baselines for the reservoir K/V slots, each a reversible injection with one handle API.
+
+``make(kind, model, cfg)`` returns a handle with the interface of
+:class:`ran.surgery.RANHandle` (``trainable_parameters()``, ``state``,
+``reset_state()``, ``idle(n)``, ``detach_state()``, ``write_only(...)``,
+``set_gate()``, ``remove()``, context manager), so the training and
+evaluation code of :mod:`ran.train` runs every kind unchanged:
+
+* ``reservoir``: the RAN itself (:func:`ran.surgery.inject`).
+* ``prefix``: M pseudo-token embeddings read out of the reservoir and placed
+  before the prompt (soft prompt / prefix tuning, Lester et al. 2021; Li &
+  Liang 2021, with the embedding produced by the reservoir).
+* ``additive``: the reservoir readout added to the residual stream after layer L.
+* ``persistent``: M learned static K/V slots at layer L, no state (Sukhbaatar
+  et al. 2019, "Augmenting self-attention with persistent memory").
+* ``attractor``: an inference-time attractor memory (:mod:`ran.baselines_attractor`).
+* ``recurrent``: the reservoir K/V slots with a TRAINED recurrence.
+
+Every gate is closed at init (``gate_init = 0``): all kinds are bit-identical
+to the untouched model at init and after ``remove()``. All stateful kinds
+drive their memory with layer L's attention output (pre output projection)
+pooled at the last real token, exactly like the reservoir slots.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ran import slots as S
+from ran.reservoir import Reservoir
+from ran.surgery import InjectionConfig, RANHandle, inject
+from ran.surgery_state import StateMixin
+
+KINDS = ("reservoir", "prefix", "additive", "persistent", "attractor", "recurrent")
+
+
+class _Stop(Exception):
+    """Raised at layer L by write_only() once the drive is consumed."""
+
+
+def model_layers(model):
+    """(blocks, attention modules, base model) of a GPT-2, Qwen2 or Llama causal LM."""
+    mtype = getattr(getattr(model, "config", None), "model_type", None)
+    if mtype not in S.SUPPORTED_TYPES:
+        raise ValueError(
+            f"unsupported architecture {mtype!r}; the baselines support the model types "
+            f"{', '.join(S.SUPPORTED_TYPES)}."
+        )
+    base = model.transformer if mtype == "gpt2" else model.model
+    blocks = list(base.h if mtype == "gpt2" else base.layers)
+    return blocks, [b.attn if mtype == "gpt2" else b.self_attn for b in blocks], base
+
+
+class LayerHandle:
+    """Common machinery: route some attention layers to ``self._attend``, record masks.
+
+    Subclasses implement ``_attend(layer, module, query, key, value, mask, **kw)``
+    and may call :meth:`_drive` at layer L. The routing reuses the per-module
+    config view of :mod:`ran.slots`, so unrouted layers are untouched and
+    ``remove()`` restores the original configs, hooks and nothing else.
+    """
+
+    def __init__(self, model, cfg: InjectionConfig, routed: str = "layer"):
+        if not isinstance(cfg, InjectionConfig):
+            raise ValueError("cfg must be a ran.surgery.InjectionConfig.")
+        if cfg.advance != "forward":
+            raise ValueError("the baselines advance once per model() call; use advance='forward'.")
+        blocks, attns, base = model_layers(model)
+        layer = len(blocks) // 2 if cfg.layer is None else cfg.layer
+        if not 0 <= layer < len(blocks):
+            raise ValueError(
+                f"layer {layer} is out of range; the model has layers 0..{len(blocks) - 1}."
+            )
+        impl = model.config._attn_implementation
+        if impl not in S.SUPPORTED_IMPLS:
+            raise ValueError(
+                f"attention implementation {impl!r} is not supported; use one of "
+                f"{', '.join(S.SUPPORTED_IMPLS)}."
+            )
+        if getattr(model, "_ran_handle", None) is not None:
+            raise ValueError(
+                "this model already carries a reservoir; remove() it before injecting again."
+            )
+        self.model, self.config, self.layer = model, cfg, layer
+        self.blocks, self.base_model = blocks, base
+        n_heads = model.config.num_attention_heads
+        self.n_heads = n_heads
+        self.n_kv = getattr(model.config, "num_key_value_heads", None) or n_heads
+        self.head_dim = getattr(attns[layer], "head_dim", model.config.hidden_size // n_heads)
+        self.input_dim = n_heads * self.head_dim  # width of the drive u
+        self.hidden = model.config.hidden_size
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.last_drive: torch.Tensor | None = None
+        self._pad2d = None
+        self._stop_after = False
+        ids = range(len(blocks)) if routed == "all" else [layer]
+        self._routed = {id(attns[i]): i for i in ids}
+        self._base_fns = {i: S.base_attention(attns[i], impl) for i in ids}
+        self._orig_configs = [(attns[i], attns[i].config) for i in ids]
+        S.register()
+        for i in ids:
+            attns[i].config = S.ConfigView(attns[i].config, self)
+        self._hooks = [
+            model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
+            model.register_forward_hook(self._post_forward, always_call=True),
+        ]
+        model._ran_handle = self
+        self._removed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def remove(self) -> None:
+        """Undo the injection: original attention configs and no hooks."""
+        if self._removed:
+            return
+        for attn, conf in self._orig_configs:
+            attn.config = conf
+        for h in self._hooks:
+            h.remove()
+        self.model.__dict__.pop("_ran_handle", None)
+        self._removed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    @property
+    def slots(self) -> torch.nn.Module:
+        """The module holding the trainable readout and ``gate`` (RANHandle's name for it)."""
+        return self.readout
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The readout and the gate (the reservoir is fixed)."""
+        return list(self.readout.parameters())
+
+    def set_gate(self, value: float | torch.Tensor) -> None:
+        """Set the gate logit(s) g; ``tanh(g)`` scales the injected signal (0 = closed)."""
+        with torch.no_grad():
+            self.readout.gate.copy_(torch.as_tensor(value, dtype=self.readout.gate.dtype))
+
+    # ------------------------------------------------------------------ passes
+    def write_only(self, input_ids, attention_mask=None):
+        """Run the model only up to layer L's attention, advancing the memory once."""
+        self._stop_after = True
+        try:
+            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            self._stop_after = False
+        return self.state
+
+    def _pre_forward(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ref = ids if ids is not None else kwargs.get("inputs_embeds")
+        self._pad2d = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        if ref is not None:
+            self._check_batch(ref.shape[0])
+
+    def _post_forward(self, module, args, output):
+        self._pad2d = None
+
+    def __call__(self, module, query, key, value, attention_mask, **kwargs):
+        layer = self._routed[id(module)]
+        return self._attend(layer, module, query, key, value, attention_mask, **kwargs)
+
+    def _pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """Layer L's attention output (B, Q, H, hd) pooled into the drive u (B, H*hd)."""
+        u = S.pool_drive(out, self._pad2d, self.config.pooling)
+        if self.config.normalize_drive:
+            u = S.normalize_drive(u, self.config.reservoir.input_connectivity)
+        return u
+
+
+class ReservoirHandle(StateMixin, LayerHandle):
+    """A LayerHandle whose memory is the fixed reservoir of ``cfg.reservoir``."""
+
+    def __init__(self, model, cfg: InjectionConfig, routed: str = "layer"):
+        super().__init__(model, cfg, routed)
+        self.reservoir = Reservoir(cfg.reservoir, self.input_dim, dtype=self.dtype).to(self.device)
+        self._state: torch.Tensor | None = None
+
+    def _read_state(self, batch: int) -> torch.Tensor:
+        return self._state if self._state is not None else self.reservoir.zero_state(batch)
+
+    def _drive(self, out: torch.Tensor) -> None:
+        """Advance r(t) with layer L's output; stop here inside write_only()."""
+        u = self._pooled(out)
+        self.last_drive = u
+        self._state = self.reservoir.step(self._read_state(u.shape[0]), u)
+        if self._stop_after:
+            raise _Stop
+
+
+# ----------------------------------------------------------------------------- additive
+class AdditiveReadout(torch.nn.Module):
+    """``tanh(g) * (W r + c)``: one residual-stream vector (B, d) per state r (B, N)."""
+
+    def __init__(self, units: int, hidden: int, gate_init: float, init_scale: float):
+        super().__init__()
+        self.proj = torch.nn.Linear(units, hidden)
+        torch.nn.init.normal_(self.proj.weight, std=init_scale / units**0.5)
+        torch.nn.init.zeros_(self.proj.bias)
+        self.gate = torch.nn.Parameter(torch.full((1,), float(gate_init)))
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.gate) * self.proj(r.to(self.proj.weight.dtype))
+
+
+class AdditiveHandle(ReservoirHandle):
+    """The reservoir readout added to every position's hidden state after block L.
+
+    ``h_t <- h_t + tanh(g) (W r(t) + c)``; r(t) is the state at the start of the
+    pass, so the current prompt's write only shows in the next pass. ``g = 0``
+    adds exact zeros (bit-identical output).
+    """
+
+    def __init__(self, model, cfg: InjectionConfig):
+        super().__init__(model, cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.readout = AdditiveReadout(
+                cfg.reservoir.units, self.hidden, cfg.gate_init, cfg.readout_scale
+            ).to(device=self.device, dtype=self.dtype)
+        self._add: torch.Tensor | None = None
+        self._hooks.append(self.blocks[self.layer].register_forward_hook(self._after_block))
+
+    def _attend(self, layer, module, query, key, value, mask, **kwargs):
+        out, weights = self._base_fns[layer](module, query, key, value, mask, **kwargs)
+        self._add = self.readout(self._read_state(query.shape[0]))  # (B, d), before the write
+        self._drive(out)
+        return out, weights
+
+    def _after_block(self, module, args, output):
+        add, self._add = self._add, None
+        if add is None:
+            return output
+        hs = output[0] if isinstance(output, tuple) else output  # (B, T, d)
+        hs = hs + add[:, None, :].to(hs.dtype)
+        return (hs, *output[1:]) if isinstance(output, tuple) else hs
+
+
+# ----------------------------------------------------------------------------- prefix
+class PrefixReadout(torch.nn.Module):
+    """Reservoir state (B, N) -> M prefix embeddings (B, M, d); gate per (layer, head)."""
+
+    def __init__(self, units, n_prefix, hidden, n_layers, n_heads, gate_init, init_scale, emb_rms):
+        super().__init__()
+        self.shape = (n_prefix, hidden)
+        self.proj = torch.nn.Linear(units, n_prefix * hidden)
+        torch.nn.init.normal_(self.proj.weight, std=init_scale / units**0.5)
+        torch.nn.init.zeros_(self.proj.bias)
+        self.register_buffer("emb_rms", torch.tensor(float(emb_rms)))  # token-embedding scale
+        self.gate = torch.nn.Parameter(torch.full((n_layers, n_heads), float(gate_init)))
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        x = self.proj(r.to(self.proj.weight.dtype)) * self.emb_rms
+        return x.view(r.shape[0], *self.shape)
+
+
+class PrefixHandle(ReservoirHandle):
+    """M pseudo-token embeddings read out of the reservoir, placed before every prompt.
+
+    Each pass first runs the M prefix embeddings alone through the model
+    (positions 0..M-1, causal) and keeps every layer's prefix keys/values
+    (after RoPE); then in every layer each prompt query attends over
+    ``[prefix ; tokens]`` blended as ``plain + tanh(g) (with_prefix - plain)``.
+    A causal model never lets the prefix see the prompt, so with ``tanh(g) = 1``
+    this is exactly a concatenated prefix, except that the prompt keeps its own
+    positions (the prefix occupies 0..M-1 instead of shifting the prompt by M),
+    and at ``g = 0`` it is bit-identical to the untouched model, with a nonzero
+    gradient for g. The prefix never enters the prompt's KV cache.
+    """
+
+    def __init__(self, model, cfg: InjectionConfig):
+        super().__init__(model, cfg, routed="all")
+        emb = model.get_input_embeddings().weight
+        rms = float(emb.detach().float().pow(2).mean().sqrt())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.readout = PrefixReadout(
+                cfg.reservoir.units,
+                cfg.n_slots,
+                self.hidden,
+                len(self.blocks),
+                self.n_heads,
+                cfg.gate_init,
+                cfg.readout_scale,
+                rms,
+            ).to(device=self.device, dtype=self.dtype)
+        self._prefix_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._capturing = False
+        self._hooks.insert(0, model.register_forward_pre_hook(self._run_prefix, with_kwargs=True))
+
+    def _run_prefix(self, module, args, kwargs):
+        """Before the prompt pass: the prefix pass, capturing each layer's K/V."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ref = ids if ids is not None else kwargs.get("inputs_embeds")
+        if ref is None:
+            return
+        emb = self.readout(self._read_state(ref.shape[0]))  # (B, M, d)
+        self._prefix_kv, self._capturing = {}, True
+        try:
+            self.base_model(inputs_embeds=emb, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            self._capturing = False
+
+    def _attend(self, layer, module, query, key, value, mask, **kwargs):
+        base_fn = self._base_fns[layer]
+        if self._capturing:  # the prefix pass: plain causal attention, keep K/V (B, n_kv, M, hd)
+            self._prefix_kv[layer] = (key, value)
+            out = base_fn(module, query, key, value, mask, **kwargs)
+            if self._stop_after and layer == self.layer:
+                raise _Stop
+            return out
+        plain, weights = base_fn(module, query, key, value, mask, **kwargs)
+        pk, pv = self._prefix_kv[layer]
+        aug = S.slot_attention(
+            query, key, value, pk, pv, mask, kwargs.get("scaling"), kwargs.get("dropout", 0.0)
+        )  # (B, Q, H, hd)
+        out = S.gated_output(plain, aug, self.readout.gate[layer])
+        if layer == self.layer:
+            self._drive(out)
+        return out, weights
+
+    def _post_forward(self, module, args, output):
+        super()._post_forward(module, args, output)
+        self._prefix_kv = {}
+
+
+# ----------------------------------------------------------------------------- K/V slot variants
+class PersistentSlots(S.SlotReadout):
+    """M learned constant K/V slots per KV head (Sukhbaatar et al. 2019); r is ignored."""
+
+    def __init__(self, n_slots, n_kv, head_dim, n_heads, gate_init, init_scale):
+        super().__init__(1, n_slots, n_kv, head_dim, n_heads, gate_init, init_scale)
+        del self.proj
+        self.kv = torch.nn.Parameter(init_scale * torch.randn(2, n_kv, n_slots, head_dim))
+
+    def forward(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kv = self.kv[:, None].expand(2, r.shape[0], *self.kv.shape[1:])  # (2, B, n_kv, M, hd)
+        return kv[0], kv[1]
+
+
+class PersistentHandle(RANHandle):
+    """The K/V slot injection with learned static slots: nothing crosses passes.
+
+    The reservoir still runs (so ``state`` works for the controls) but the
+    slots never read it, so pass t+1 cannot depend on pass t by construction.
+    """
+
+    def __init__(self, model, cfg: InjectionConfig):
+        super().__init__(model, cfg)
+        old = self.slots
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.slots = PersistentSlots(
+                cfg.n_slots, self.slots.shape[1], self.slots.shape[2], old.gate.numel(),
+                cfg.gate_init, cfg.readout_scale,
+            ).to(device=old.gate.device, dtype=old.gate.dtype)  # fmt: skip
+
+
+def _check_cell(cell: str) -> None:
+    if cell not in ("esn", "gru"):
+        raise ValueError(f"recurrent cell must be 'esn' or 'gru', got {cell!r}.")
+
+
+class TrainedRecurrence(torch.nn.Module):
+    """A trainable recurrence of size N in place of the fixed reservoir.
+
+    ``cell="esn"``: the leaky-tanh update of :class:`ran.reservoir.Reservoir`
+    with ``W``, ``W_in`` and ``b`` trainable and initialised from the fixed
+    reservoir (so at init it is the reservoir). ``cell="gru"``: a GRU cell
+    (Cho et al. 2014), r(t+1) = GRU(u(t), r(t)).
+    """
+
+    def __init__(self, reservoir: Reservoir, cell: str = "esn"):
+        super().__init__()
+        _check_cell(cell)
+        self.cfg, self.input_dim, self.cell = reservoir.cfg, reservoir.input_dim, cell
+        if cell == "esn":
+            self.W = torch.nn.Parameter(reservoir.W.clone())
+            self.W_in = torch.nn.Parameter(reservoir.W_in.clone())
+            self.b = torch.nn.Parameter(reservoir.b.clone())
+        else:
+            self.gru = torch.nn.GRUCell(reservoir.input_dim, reservoir.units)
+            self.gru.to(device=reservoir.W.device, dtype=reservoir.W.dtype)
+            self.W = self.gru.weight_hh  # StateMixin reads .W for the device and dtype
+
+    @property
+    def units(self) -> int:
+        return self.cfg.units
+
+    def zero_state(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.units, dtype=self.W.dtype, device=self.W.device)
+
+    def step(self, r: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """r (B, N), u (B, d_in) -> r(t+1) (B, N)."""
+        u, r = u.to(self.W.dtype), r.to(self.W.dtype)
+        if self.cell == "gru":
+            return self.gru(u, r)
+        pre = r @ self.W.T + u @ self.W_in.T + self.b
+        lr = self.cfg.lr
+        return torch.tanh(pre) if lr == 1.0 else (1 - lr) * r + lr * torch.tanh(pre)
+
+
+class RecurrentHandle(RANHandle):
+    """The reservoir K/V slots with a trained recurrence (the trained-recurrence reference)."""
+
+    def __init__(self, model, cfg: InjectionConfig, cell: str = "esn"):
+        _check_cell(cell)  # before injecting: a failed constructor leaves no hooks behind
+        super().__init__(model, cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.reservoir = TrainedRecurrence(self.reservoir, cell)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Readout, gate and every recurrence weight."""
+        return list(self.slots.parameters()) + list(self.reservoir.parameters())
+
+    def _state_hash(self) -> str:
+        return f"{super()._state_hash()}-{self.reservoir.cell}"
+
+
+# ----------------------------------------------------------------------------- factory
+def make(kind: str, model, cfg: InjectionConfig | None = None, **options):
+    """Inject the memory mechanism ``kind`` into ``model`` and return its handle.
+
+    Parameters
+    ----------
+    kind : {"reservoir", "prefix", "additive", "persistent", "attractor", "recurrent"}
+    model : a GPT-2, Qwen2 or Llama causal LM.
+    cfg : InjectionConfig, optional
+        Layer, M (``n_slots``: slots or prefix tokens), reservoir, pooling, gate
+        and readout init; ``attractor`` uses only ``layer`` and ``pooling``.
+    **options
+        ``recurrent``: ``cell`` ("esn" or "gru"); ``attractor``: ``attractor``
+        (an :class:`ran.baselines_attractor.AttractorConfig`).
+    """
+    cfg = cfg or InjectionConfig()
+    if kind not in KINDS:
+        raise ValueError(f"unknown baseline kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    allowed = {"recurrent": {"cell"}, "attractor": {"attractor"}}.get(kind, set())
+    if set(options) - allowed:
+        raise ValueError(f"kind {kind!r} takes no options {sorted(set(options) - allowed)}.")
+    if kind == "attractor":
+        from ran.baselines_attractor import AttractorHandle
+
+        return AttractorHandle(model, cfg, **options)
+    builders = {
+        "reservoir": inject,
+        "prefix": PrefixHandle,
+        "additive": AdditiveHandle,
+        "persistent": PersistentHandle,
+        "recurrent": RecurrentHandle,
+    }
+    return builders[kind](model, cfg, **options)
+
+
+def state_width(handle) -> int:
+    """Width of ``handle.state`` rows (the reservoir size N, or the attractor memory size)."""
+    return int(getattr(handle, "state_dim", None) or handle.reservoir.units)
+
+
+def trainable_count(handle) -> int:
+    """Number of trainable scalars of a handle."""
+    return sum(p.numel() for p in handle.trainable_parameters())
