@@ -1,0 +1,469 @@
+"""Deterministic cross-pass probes: episodes of separate forward passes.
+
+An :class:`Episode` is a list of pass texts, each run as a fresh context (no
+text of an earlier pass appears in a later one); the only way information
+crosses passes is the reservoir state. The last pass is the question; it is
+scored as a forced choice among the episode's candidates (chance = 1/K).
+
+Three probes, each a validated dataclass whose word lists and templates are
+parameters (bring your own):
+
+* :class:`SecretWord` (``"secret_word"``): pass 1 shows one of K keys inside a
+  Shakespeare line, pass 2 asks for it.
+* :class:`ElapsedPasses` (``"elapsed"``): an event pass, k filler passes of fresh
+  Shakespeare lines, then "how many passes since": answer k in 0..k_max.
+* :class:`IdleRetention` (``"idle_retention"``): a secret word, k idle reservoir
+  steps (no input), then recall.
+
+Splits never share an episode: the Shakespeare context lines of train, val
+and test come from disjoint plays (:mod:`ran.data`), each split has its own
+seeded generator, and :meth:`Probe.splits` drops any episode already produced
+by an earlier split (and raises if it cannot reach the requested count).
+
+Scoring helpers (:func:`encode_question`, :func:`first_token_scores`,
+:func:`sequence_scores`) are batched over episodes and candidates; there is no
+Python loop over the vocabulary.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from ran.data import SPLITS, check_split, shakespeare_lines
+
+# 64 concrete nouns; each " word" is one token for the SmolLM2 tokenizer (checked).
+DEFAULT_KEYS = (
+    "apple river tiger candle garden silver window mountain pencil rabbit doctor orange "
+    "castle engine forest guitar hammer island jacket lemon marble needle ocean pepper "
+    "rocket saddle tomato violin wagon zebra anchor basket butter camera cherry copper "
+    "desert dragon eagle feather flower ghost glass honey horse jungle ladder lizard "
+    "magnet mirror monkey nickel onion palace parrot pirate planet pocket puzzle queen "
+    "rainbow ribbon salmon spider"
+).split()
+SECRET_WRITE = (
+    "{context} The secret word is {key}.",
+    "The secret word is {key}. {context}",
+    "{context} Remember this: the secret word is {key}.",
+)
+SECRET_QUESTION = ("{context}\nThe secret word was",)
+EVENT_TEXT = ("{context} Then a bell rang.",)
+ELAPSED_QUESTION = ("{context}\nThe number of passes since the bell rang is",)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One probe episode.
+
+    Attributes
+    ----------
+    passes : tuple of str
+        The text of each forward pass; the last one is the question.
+    idle : tuple of int
+        Idle reservoir steps (zero input) run *before* each pass; same length.
+    candidates : tuple of str
+        Continuations of the question pass (e.g. ``" apple"``); chance is 1/K.
+    answer : int
+        Index of the correct candidate.
+    probe : str
+        The probe that made it.
+    info : tuple of (str, object)
+        Generator details (key, k, template index) for analysis.
+    """
+
+    passes: tuple[str, ...]
+    idle: tuple[int, ...]
+    candidates: tuple[str, ...]
+    answer: int
+    probe: str = ""
+    info: tuple = ()
+
+    def __post_init__(self):
+        if len(self.passes) < 1 or len(self.idle) != len(self.passes):
+            raise ValueError("an episode needs >= 1 pass and one idle count per pass")
+        if not 0 <= self.answer < len(self.candidates):
+            raise ValueError(
+                f"answer {self.answer} is not an index of {len(self.candidates)} candidates"
+            )
+
+    @property
+    def question(self) -> str:
+        return self.passes[-1]
+
+    @property
+    def oracle_prompt(self) -> str:
+        """All passes in one context (the in-context upper bound, run on the base model)."""
+        return "\n".join(self.passes)
+
+    @property
+    def schedule(self) -> tuple[tuple[int, ...], int]:
+        """``(idle counts, number of passes)``: episodes with equal schedules batch without masking."""
+        return (self.idle, len(self.passes))
+
+
+def _sentences(lines: list[str], rng: random.Random, n_lines: int) -> str:
+    i = rng.randrange(len(lines) - n_lines + 1)
+    return " ".join(lines[i : i + n_lines])
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Common parameters of every probe (subclasses add their own).
+
+    ``n_train``/``n_val``/``n_test`` are episode counts per split; ``seed``
+    fixes all of them; ``context_lines`` is how many consecutive Shakespeare
+    lines wrap each pass text.
+    """
+
+    n_train: int = 2048  # training episodes (a run cycles through them)
+    n_val: int = 128  # validation episodes (early stopping)
+    n_test: int = 256  # test episodes (every control runs on the same ones)
+    seed: int = 0  # fixes every split
+    context_lines: int = 1  # Shakespeare lines around each pass text
+
+    name = "probe"
+
+    def __post_init__(self):
+        for f in ("n_train", "n_val", "n_test", "context_lines"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+
+    @property
+    def n_candidates(self) -> int:
+        raise NotImplementedError
+
+    def _episode(self, rng: random.Random, lines: list[str]) -> Episode:
+        raise NotImplementedError
+
+    def episodes(self, split: str, exclude: frozenset = frozenset()) -> list[Episode]:
+        """The episodes of one split, deterministic given the probe parameters.
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+        exclude : frozenset of Episode
+            Episodes that must not be produced (those of other splits).
+        """
+        n = {"train": self.n_train, "val": self.n_val, "test": self.n_test}[check_split(split)]
+        rng = random.Random(f"{self.name}|{self.seed}|{split}")
+        lines = [ln for ln in shakespeare_lines(split) if len(ln) >= 20]
+        out: list[Episode] = []
+        seen: set[Episode] = set()
+        for _ in range(50 * n + 1000):
+            if len(out) == n:
+                return out
+            ep = self._episode(rng, lines)
+            if ep not in seen and ep not in exclude:
+                seen.add(ep)
+                out.append(ep)
+        raise ValueError(
+            f"probe {self.name!r} produced only {len(out)} distinct {split} episodes of {n} asked; "
+            "add templates, keys or context lines, or ask for fewer"
+        )
+
+    def splits(self) -> dict[str, list[Episode]]:
+        """Train, val and test episodes, pairwise disjoint (checked)."""
+        out: dict[str, list[Episode]] = {}
+        taken: set[Episode] = set()
+        for split in SPLITS:
+            out[split] = self.episodes(split, exclude=frozenset(taken))
+            taken.update(out[split])
+        return out
+
+    def params(self) -> dict:
+        """The parameters as a plain dict (for configs and hashes)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class SecretWord(Probe):
+    """Secret-word recall: show one of K keys in pass 1, ask for it in a fresh pass 2."""
+
+    k: int = 16  # number of keys = candidates; chance is 1/k
+    keys: tuple[str, ...] = tuple(DEFAULT_KEYS)  # key vocabulary; the first k are used
+    write_templates: tuple[str, ...] = SECRET_WRITE  # need {key}; {context} optional
+    question_templates: tuple[str, ...] = SECRET_QUESTION  # {context} optional
+    prefix: str = " "  # candidate continuation = prefix + key
+
+    name = "secret_word"
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "keys", tuple(self.keys))
+        object.__setattr__(self, "write_templates", tuple(self.write_templates))
+        object.__setattr__(self, "question_templates", tuple(self.question_templates))
+        if not 2 <= self.k <= len(self.keys):
+            raise ValueError(f"k must be in 2..{len(self.keys)} (the number of keys), got {self.k}")
+        if len(set(self.keys[: self.k])) != self.k:
+            raise ValueError("the first k keys must be distinct")
+        if not self.write_templates or any("{key}" not in t for t in self.write_templates):
+            raise ValueError("every write template must contain {key}")
+        if not self.question_templates or any("{key}" in t for t in self.question_templates):
+            raise ValueError("question templates must be non-empty and must not contain {key}")
+
+    @property
+    def n_candidates(self) -> int:
+        return self.k
+
+    def _write_pass(self, rng, lines, key) -> tuple[str, int]:
+        t = rng.randrange(len(self.write_templates))
+        ctx = _sentences(lines, rng, self.context_lines)
+        return self.write_templates[t].format(key=key, context=ctx), t
+
+    def _question_pass(self, rng, lines) -> tuple[str, int]:
+        q = rng.randrange(len(self.question_templates))
+        return self.question_templates[q].format(
+            context=_sentences(lines, rng, self.context_lines)
+        ), q
+
+    def _episode(self, rng, lines) -> Episode:
+        answer = rng.randrange(self.k)
+        key = self.keys[answer]
+        write, t = self._write_pass(rng, lines, key)
+        question, q = self._question_pass(rng, lines)
+        cands = tuple(self.prefix + w for w in self.keys[: self.k])
+        info = (("key", key), ("write_template", t), ("question_template", q))
+        return Episode((write, question), (0, 0), cands, answer, self.name, info)
+
+
+@dataclass(frozen=True)
+class IdleRetention(SecretWord):
+    """Secret word, then ``idle`` zero-input reservoir steps, then recall."""
+
+    idle_steps: tuple[int, ...] = (0, 1, 2, 4, 8, 16)  # idle counts sampled per episode
+
+    name = "idle_retention"
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "idle_steps", tuple(int(i) for i in self.idle_steps))
+        if not self.idle_steps or min(self.idle_steps) < 0:
+            raise ValueError("idle_steps must be a non-empty tuple of counts >= 0")
+
+    def _episode(self, rng, lines) -> Episode:
+        base = super()._episode(rng, lines)
+        n_idle = self.idle_steps[rng.randrange(len(self.idle_steps))]
+        info = base.info + (("idle", n_idle),)
+        return Episode(base.passes, (0, n_idle), base.candidates, base.answer, self.name, info)
+
+
+@dataclass(frozen=True)
+class ElapsedPasses(Probe):
+    """Event pass, k filler passes of fresh Shakespeare lines, then "how many passes since?"."""
+
+    k_max: int = 4  # answers are 0..k_max, chance 1/(k_max+1)
+    event_templates: tuple[str, ...] = EVENT_TEXT  # {context} optional
+    question_templates: tuple[str, ...] = ELAPSED_QUESTION  # {context} optional
+    answer_prefix: str = " "  # candidate continuation = answer_prefix + str(k)
+
+    name = "elapsed"
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "event_templates", tuple(self.event_templates))
+        object.__setattr__(self, "question_templates", tuple(self.question_templates))
+        if not 1 <= self.k_max <= 32:
+            raise ValueError(f"k_max must be in 1..32, got {self.k_max}")
+        if not self.event_templates or not self.question_templates:
+            raise ValueError("event_templates and question_templates must be non-empty")
+
+    @property
+    def n_candidates(self) -> int:
+        return self.k_max + 1
+
+    def _episode(self, rng, lines) -> Episode:
+        k = rng.randrange(self.k_max + 1)
+        e = rng.randrange(len(self.event_templates))
+        event = self.event_templates[e].format(context=_sentences(lines, rng, self.context_lines))
+        fillers = tuple(_sentences(lines, rng, self.context_lines) for _ in range(k))
+        q = rng.randrange(len(self.question_templates))
+        question = self.question_templates[q].format(
+            context=_sentences(lines, rng, self.context_lines)
+        )
+        cands = tuple(f"{self.answer_prefix}{i}" for i in range(self.k_max + 1))
+        passes = (event, *fillers, question)
+        info = (("k", k), ("event_template", e), ("question_template", q))
+        return Episode(passes, (0,) * len(passes), cands, k, self.name, info)
+
+
+PROBES: dict[str, type[Probe]] = {
+    "secret_word": SecretWord,
+    "elapsed": ElapsedPasses,
+    "idle_retention": IdleRetention,
+}
+
+
+def make_probe(name: str, **params) -> Probe:
+    """Build a probe by name (``secret_word``, ``elapsed``, ``idle_retention``)."""
+    if name not in PROBES:
+        raise ValueError(f"unknown probe {name!r}; choose one of {', '.join(PROBES)}")
+    try:
+        return PROBES[name](**params)
+    except TypeError as err:
+        raise ValueError(f"bad parameters for probe {name!r}: {err}") from None
+
+
+# ----------------------------------------------------------------------------- batching, scoring
+def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists into ``(input_ids, attention_mask)`` LongTensors."""
+    if not seqs or any(len(s) == 0 for s in seqs):
+        raise ValueError("pad_left needs a non-empty list of non-empty sequences")
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+def pad_id(tokenizer) -> int:
+    """The tokenizer's pad id, falling back to EOS (then 0)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def batch_encode(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise pass texts (special tokens as the tokenizer adds them), left-padded.
+
+    Returns
+    -------
+    input_ids, attention_mask : torch.LongTensor
+        Shape ``(len(texts), max_len)``; padding on the left so the last
+        column is every row's last real token.
+    """
+    enc = tokenizer(list(texts))["input_ids"]
+    return pad_left(enc, pad_id(tokenizer))
+
+
+@dataclass
+class QuestionBatch:
+    """Tokenised question passes of a batch of episodes.
+
+    ``prompts`` are token ids of each question text plus the candidates'
+    shared token prefix (e.g. the space before a digit in SmolLM2). When
+    ``first_token`` is true, the next token of every candidate is distinct, so
+    the forced choice is read from the logits at the prompt's last token and
+    ``first_ids`` (B, K) holds those tokens. Otherwise ``rest`` holds each
+    candidate's remaining tokens and the scores are continuation log-likelihoods.
+    """
+
+    prompts: list[list[int]]
+    rest: list[list[list[int]]]
+    first_token: bool
+    first_ids: torch.Tensor | None = field(default=None)
+
+
+def _continuation(tokenizer, text: str, cont: str, base: list[int]) -> list[int]:
+    full = tokenizer(text + cont)["input_ids"]
+    if full[: len(base)] == base and len(full) > len(base):
+        return full[len(base) :]
+    return tokenizer(cont, add_special_tokens=False)["input_ids"]
+
+
+def encode_question(tokenizer, episodes: list[Episode], mode: str = "auto") -> QuestionBatch:
+    """Tokenise the question passes and candidate continuations of a batch.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    episodes : list of Episode
+        All with the same number of candidates K.
+    mode : {"auto", "first_token", "sequence"}
+        ``auto`` uses first-token scoring when every episode's candidates are
+        distinct at their first token after the common prefix, else sequence
+        log-likelihoods; ``first_token`` raises if that is impossible.
+    """
+    if mode not in ("auto", "first_token", "sequence"):
+        raise ValueError(f"unknown scoring mode {mode!r}; choose auto, first_token or sequence")
+    if len({len(e.candidates) for e in episodes}) != 1:
+        raise ValueError("all episodes of a batch must have the same number of candidates")
+    prompts, rests, firsts, distinct = [], [], [], True
+    for ep in episodes:
+        base = tokenizer(ep.question)["input_ids"]
+        conts = [_continuation(tokenizer, ep.question, c, base) for c in ep.candidates]
+        n_common = 0
+        while all(len(c) > n_common + 1 for c in conts) and len({c[n_common] for c in conts}) == 1:
+            n_common += 1
+        prompts.append(base + conts[0][:n_common])
+        rest = [c[n_common:] for c in conts]
+        rests.append(rest)
+        heads = [r[0] for r in rest]
+        distinct &= len(set(heads)) == len(heads)
+        firsts.append(heads)
+    if mode == "first_token" and not distinct:
+        raise ValueError("candidates are not distinct at their first token; use mode='sequence'")
+    use_first = distinct and mode != "sequence"
+    first_ids = torch.tensor(firsts, dtype=torch.long) if use_first else None
+    return QuestionBatch(prompts, rests, use_first, first_ids)
+
+
+def first_token_scores(last_logits: torch.Tensor, cand_ids: torch.Tensor) -> torch.Tensor:
+    """Forced-choice scores from next-token logits.
+
+    Parameters
+    ----------
+    last_logits : torch.Tensor
+        ``(B, V)`` logits at each prompt's last token.
+    cand_ids : torch.LongTensor
+        ``(B, K)`` first token of each candidate.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, K)`` log-probabilities of the candidates' tokens (argmax = choice).
+    """
+    if last_logits.dim() != 2 or cand_ids.dim() != 2 or cand_ids.shape[0] != last_logits.shape[0]:
+        raise ValueError("expected last_logits (B, V) and cand_ids (B, K) with the same B")
+    return torch.log_softmax(last_logits.float(), dim=-1).gather(1, cand_ids)
+
+
+def sequence_batch(qb: QuestionBatch, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ``prompt + candidate`` rows, B*K of them (episode-major).
+
+    Returns
+    -------
+    input_ids, attention_mask : torch.LongTensor
+        ``(B*K, T)``.
+    cont_mask : torch.BoolTensor
+        ``(B*K, T)``, true at the candidate's tokens (the positions scored).
+    """
+    seqs, conts = [], []
+    for prompt, rest in zip(qb.prompts, qb.rest, strict=True):
+        for r in rest:
+            seqs.append(prompt + r)
+            conts.append(len(r))
+    ids, mask = pad_left(seqs, pad)
+    cont_mask = torch.zeros_like(mask, dtype=torch.bool)
+    for i, n in enumerate(conts):
+        cont_mask[i, ids.shape[1] - n :] = True
+    return ids, mask, cont_mask
+
+
+def sequence_scores(
+    logits: torch.Tensor, input_ids: torch.Tensor, cont_mask: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Summed log-likelihood of each candidate continuation.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(B*K, T, V)`` logits of :func:`sequence_batch` rows.
+    input_ids, cont_mask : torch.Tensor
+        ``(B*K, T)`` from :func:`sequence_batch`.
+    k : int
+        Candidates per episode.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, K)`` scores.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    tok = logp.gather(2, input_ids[:, 1:, None]).squeeze(2)
+    s = (tok * cont_mask[:, 1:].to(tok.dtype)).sum(1)
+    return s.view(-1, k)

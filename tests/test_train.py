@@ -1,0 +1,143 @@
+"""Training across passes: controls, learning, reproducibility, the run cache."""
+
+import json
+
+import pytest
+import torch
+
+from ran import probes as P
+from ran import train as T
+from ran.reservoir import ReservoirConfig
+from ran.results import Outputs
+
+# A K=4 recall config on tiny-llama that learns well above the reset control in seconds:
+# pass 1 is the key alone (a random 4-layer model mixes a key inside a sentence into the
+# last-token drive too weakly), keys have distinct first and last bytes.
+RECALL = dict(k=4, keys=("dog", "cat", "owl", "bee"), write_templates=("{key}",))
+FAST = dict(
+    model_name="tiny-llama",
+    n_slots=4,
+    reservoir=ReservoirConfig(units=64, sr=0.9, input_scaling=0.5, seed=0),
+    probe="secret_word",
+    probe_params=dict(RECALL, n_train=512, n_val=32, n_test=64),
+    steps=30,
+    batch_size=16,
+    learning_rate=3e-2,
+    warmup_steps=5,
+    eval_every=10,
+    gate_init=0.5,
+)
+
+
+def _outputs(tmp_path, name="a"):
+    return Outputs(profile="smoke", root=tmp_path / name)
+
+
+def test_wilson_interval_known_values():
+    lo, hi = T.wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert T.wilson_interval(0, 20)[0] == 0.0 and T.wilson_interval(20, 20)[1] == 1.0
+    with pytest.raises(ValueError):
+        T.wilson_interval(3, 2)
+
+
+def test_config_validation_and_stable_hash():
+    a, b = T.TrainConfig(**FAST), T.TrainConfig(**FAST)
+    assert a.config_hash() == b.config_hash()
+    assert T.TrainConfig(**(FAST | {"seed": 1})).config_hash() != a.config_hash()
+    with pytest.raises(ValueError, match="batch_size"):
+        T.TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown probe"):
+        T.TrainConfig(probe="nope")
+    with pytest.raises(ValueError, match="scoring"):
+        T.TrainConfig(scoring="best")
+    assert T.TrainConfig(reservoir={"units": 32}).reservoir.units == 32
+
+
+def test_controls_run_on_identical_episodes(monkeypatch):
+    cfg = T.TrainConfig(**FAST)
+    model, tok, h = T._build(cfg)
+    eps = cfg.make_probe().episodes("test")[:12]
+    seen = {}
+    orig = T.EpisodeRunner.question_scores
+
+    def spy(self, episodes):
+        seen.setdefault(current[0], []).extend(e.question for e in episodes)
+        return orig(self, episodes)
+
+    current = [None]
+    monkeypatch.setattr(T.EpisodeRunner, "question_scores", spy)
+    out = {}
+    for c in T.CONTROLS:
+        current[0] = c
+        out[c] = T.evaluate(h, tok, eps, (c,), batch_size=4)[c]
+    questions = [e.question for e in eps]
+    for c in ("reservoir", "reset", "shuffled", "stateless"):
+        assert seen[c] == questions and out[c]["n"] == len(eps)
+    assert [q.endswith(e.question) for q, e in zip(seen["oracle"], eps, strict=True)] == [True] * 12
+    assert all(o["chance"] == 0.25 for o in out.values())
+
+
+def test_closed_gate_makes_every_state_control_the_base_model():
+    cfg = T.TrainConfig(**(FAST | {"gate_init": 0.0}))
+    model, tok, h = T._build(cfg)
+    eps = cfg.make_probe().episodes("test")[:8]
+    runner = T.EpisodeRunner(h, tok)
+    with torch.no_grad():
+        base = T._base_scores(runner, eps, oracle=False)
+        for c in ("reservoir", "reset", "shuffled"):
+            assert torch.equal(runner.run(eps, c), base)
+
+
+def test_mixed_schedules_batch_like_single_episodes():
+    cfg = T.TrainConfig(**(FAST | {"probe": "elapsed", "probe_params": dict(k_max=3)}))
+    model, tok, h = T._build(cfg)
+    eps = cfg.make_probe().episodes("test")[:6]
+    assert len({len(e.passes) for e in eps}) > 1
+    runner = T.EpisodeRunner(h, tok)
+    with torch.no_grad():
+        together = runner.run(eps)
+        alone = torch.cat([runner.run([e]) for e in eps])
+    assert torch.allclose(together, alone, atol=1e-5)
+    # Idle steps batch the same way.
+    ep = P.Episode(("The secret word is apple.", "The secret word was"), (0, 3), (" a", " b"), 0)
+    ep0 = P.Episode(ep.passes, (0, 0), ep.candidates, 0)
+    with torch.no_grad():
+        both = runner.run([ep, ep0])
+        single = torch.cat([runner.run([ep]), runner.run([ep0])])
+    assert torch.allclose(both, single, atol=1e-5) and not torch.allclose(both[0], both[1])
+
+
+def test_trained_readout_beats_reset_control(tmp_path):
+    res = T.train(T.TrainConfig(**FAST), _outputs(tmp_path), progress=False)
+    ev = T.evaluate(res.handle, res.tokenizer, res.episodes["test"], ("reservoir", "reset"))
+    r, z = ev["reservoir"], ev["reset"]
+    assert r["ci_low"] > z["ci_high"], (r, z)
+    assert r["acc"] >= 0.6 and res.history["loss"][-1] < res.history["loss"][0]
+
+
+def test_run_is_reproducible_bit_for_bit_and_cached(tmp_path):
+    cfg = T.TrainConfig(**(FAST | {"steps": 8, "eval_every": 4}))
+    a = T.train(cfg, _outputs(tmp_path, "a"), progress=False)
+    b = T.train(cfg, _outputs(tmp_path, "b"), progress=False)
+    assert not a.loaded and not b.loaded
+    assert a.params_path.read_bytes() == b.params_path.read_bytes()
+    doc = json.loads(a.run_path.read_text())
+    assert doc["config"] == cfg.to_dict() and doc["seed"] == cfg.seed and doc["wall_time_s"] > 0
+    assert doc["history"]["loss"] == b.history["loss"]
+    # The saved config alone reproduces the run (same hash, same bytes).
+    again = T.TrainConfig.from_dict(doc["config"])
+    assert again.config_hash() == a.hash == a.run_path.stem
+    c = T.train(cfg, _outputs(tmp_path, "a"), progress=False)
+    assert c.loaded and c.history == a.history
+    for p, q in zip(c.handle.trainable_parameters(), a.handle.trainable_parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_lora_adds_trainable_adapters(tmp_path):
+    cfg = T.TrainConfig(**(FAST | {"steps": 3, "eval_every": 0, "lora_r": 2}))
+    res = T.train(cfg, _outputs(tmp_path), progress=False)
+    assert any(n.startswith("lora.") for n in T._named_trainable(res.model, res.handle))
+    frozen = [p for n, p in res.model.named_parameters() if "lora_" not in n]
+    assert not any(p.requires_grad for p in frozen)
+    assert res.evaluate("val", ("reservoir",))["reservoir"]["n"] == 32
