@@ -47,7 +47,8 @@ def format_value(value, fmt: str = ".3g") -> str:
 def render_table(block: dict) -> str:
     fmt = block.get("fmt", ".3g")
     cols = block["columns"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    header = [str(c).replace("|", "\\|") for c in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in block["rows"]:
         if len(row) != len(cols):
             raise ValueError(
@@ -158,3 +159,19 @@ def report(profile: str = "default", pdf: bool = True, root: Path = REPO_ROOT) -
     if pdf:
         out["pdf"] = str(build_pdf(target, outputs.build / "FINDINGS.pdf", root))
     return out
+
+
+def check_findings(profile: str = "default", root: Path = REPO_ROOT) -> list[str]:
+    """Names of the generated blocks in FINDINGS.md that differ from their results files.
+
+    Every block is re-rendered from ``data/results`` and compared with the text
+    between its markers; an empty list means every number in the generated
+    sections is the one stored in the results.
+    """
+    outputs = Outputs(check_profile(profile), root=root)
+    md = root / "FINDINGS.md" if profile == "default" else outputs.build / "FINDINGS.md"
+    current = md.read_text(encoding="utf-8")
+    expected, _ = fill_markers(current, outputs, md.parent, root)
+    have = {m.group("name"): m.group("body") for m in MARKER_RE.finditer(current)}
+    want = {m.group("name"): m.group("body") for m in MARKER_RE.finditer(expected)}
+    return sorted(name for name in want if have.get(name) != want[name])

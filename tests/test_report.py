@@ -1,0 +1,44 @@
+"""FINDINGS.md's generated sections hold exactly the numbers stored in data/results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from ran.report import MARKER_RE, check_findings
+from ran.results import REPO_ROOT
+
+
+def _copy_repo_outputs(tmp_path):
+    shutil.copy(REPO_ROOT / "FINDINGS.md", tmp_path / "FINDINGS.md")
+    shutil.copytree(REPO_ROOT / "data" / "results", tmp_path / "data" / "results")
+    return tmp_path
+
+
+def test_committed_findings_match_results():
+    stale = check_findings("default")
+    assert not stale, f"FINDINGS.md is out of date for {stale}: run `python -m ran report`"
+
+
+def test_editing_a_result_is_detected(tmp_path):
+    root = _copy_repo_outputs(tmp_path)
+    filled = [m.group("name") for m in MARKER_RE.finditer((root / "FINDINGS.md").read_text())]
+    changed = None
+    for name in filled:
+        path = root / "data" / "results" / f"{name}.json"
+        if not path.exists():
+            continue
+        doc = json.loads(path.read_text())
+        for block in doc["findings"]:
+            if block["kind"] == "table" and block["rows"]:
+                row = block["rows"][0]
+                idx = next((i for i, v in enumerate(row) if isinstance(v, float)), None)
+                if idx is not None:
+                    row[idx] = row[idx] * 1.5 + 1.0
+                    changed = name
+                    break
+        if changed:
+            path.write_text(json.dumps(doc))
+            break
+    assert changed, "no generated table with a float to edit"
+    assert check_findings("default", root=root) == [changed]
