@@ -363,6 +363,10 @@ def summarize(df: pd.DataFrame, refine_points: int = 0) -> tuple[dict, list[dict
                 f"(distance > {tol:g} after {steps} steps) from sr* = {a['mean']:.3f} "
                 f"(95% CI {a['ci_low']:.3f}-{a['ci_high']:.3f}, {a['n_seeds']} seeds; "
                 f"sr* resolved to {a.get('resolution', step):.3g})."))  # fmt: skip
+            # README headline: the N = 200 boundary (the size the issue names), else the largest N
+            findings[-1]["headline"] = units == (
+                200 if 200 in payload["boundary"] else max(payload["boundary"])
+            )
         d = b.get("driven")
         if d and d["forgotten_range"]:
             lo, hi = d["forgotten_range"]

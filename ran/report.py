@@ -92,6 +92,62 @@ def render_findings(doc: dict, md_dir: Path = REPO_ROOT, root: Path = REPO_ROOT)
     return "\n".join(parts)
 
 
+# README's generated summary: one headline per results file, in this order.
+SUMMARY_ORDER = (
+    "01_esn_dynamics",
+    "02_surgery",
+    "03_h1_nondestruction",
+    "04_qwen_scaling",
+    "05_seed_selection",
+    "bench_overhead",
+    "bench_sweep",
+)
+HEADLINE_FIGURES = ("figures/03_capacity.png", "figures/01_metrics_vs_sr.png")
+
+
+def headline(doc: dict) -> str | None:
+    """The sentence a results file leads with: a text block flagged ``headline``, else
+    its first text block."""
+    texts = [b for b in doc.get("findings", []) if b.get("kind") == "text"]
+    flagged = [b for b in texts if b.get("headline")]
+    chosen = (flagged or texts or [None])[0]
+    return chosen["text"].strip() if chosen else None
+
+
+def readme_summary(outputs: Outputs, root: Path) -> str:
+    """The README's summary table (from results) and its headline figure."""
+    rows = []
+    for name in SUMMARY_ORDER:
+        path = outputs.results / f"{name}.json"
+        if path.exists():
+            line = headline(json.loads(path.read_text()))
+            if line:
+                rows.append(f"| `{name}` | {line.replace('|', '/')} |")
+    parts = ["| result | headline (generated from `data/results`) |", "|---|---|", *rows, ""]
+    fig = next((f for f in HEADLINE_FIGURES if (root / f).exists()), None)
+    if fig:
+        parts.append(f"![headline figure]({fig})\n")
+    return "\n".join(parts)
+
+
+def fill_readme(outputs: Outputs, root: Path) -> bool:
+    """Fill README.md's ``summary`` block (default profile only)."""
+    readme = root / "README.md"
+    if not readme.exists():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    pat = re.compile(
+        r"(<!-- BEGIN GENERATED: summary -->\n).*?(<!-- END GENERATED: summary -->)", re.S
+    )
+    if not pat.search(text):
+        return False
+    new = pat.sub(
+        lambda m: m.group(1) + "\n" + readme_summary(outputs, root) + "\n" + m.group(2), text
+    )
+    readme.write_text(new, encoding="utf-8")
+    return True
+
+
 def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple[str, list[str]]:
     """Replace every generated block; returns the new text and the names filled."""
     filled = []
@@ -156,6 +212,8 @@ def report(profile: str = "default", pdf: bool = True, root: Path = REPO_ROOT) -
     text, filled = fill_markers(template.read_text(encoding="utf-8"), outputs, target.parent, root)
     target.write_text(text, encoding="utf-8")
     out = {"findings": str(target), "filled": filled}
+    if profile == "default":
+        out["readme"] = fill_readme(outputs, root)
     if pdf:
         out["pdf"] = str(build_pdf(target, outputs.build / "FINDINGS.pdf", root))
     return out
