@@ -38,17 +38,7 @@ class _Stop(Exception):
     """Raised at layer L by write_only() once the drive is consumed."""
 
 
-def model_layers(model):
-    """(blocks, attention modules, base model) of a GPT-2, Qwen2 or Llama causal LM."""
-    mtype = getattr(getattr(model, "config", None), "model_type", None)
-    if mtype not in S.SUPPORTED_TYPES:
-        raise ValueError(
-            f"unsupported architecture {mtype!r}; the baselines support the model types "
-            f"{', '.join(S.SUPPORTED_TYPES)}."
-        )
-    base = model.transformer if mtype == "gpt2" else model.model
-    blocks = list(base.h if mtype == "gpt2" else base.layers)
-    return blocks, [b.attn if mtype == "gpt2" else b.self_attn for b in blocks], base
+model_layers = S.model_layers  # kept as a public name of this module
 
 
 class LayerHandle:
@@ -66,21 +56,7 @@ class LayerHandle:
         if cfg.advance != "forward":
             raise ValueError("the baselines advance once per model() call; use advance='forward'.")
         blocks, attns, base = model_layers(model)
-        layer = len(blocks) // 2 if cfg.layer is None else cfg.layer
-        if not 0 <= layer < len(blocks):
-            raise ValueError(
-                f"layer {layer} is out of range; the model has layers 0..{len(blocks) - 1}."
-            )
-        impl = model.config._attn_implementation
-        if impl not in S.SUPPORTED_IMPLS:
-            raise ValueError(
-                f"attention implementation {impl!r} is not supported; use one of "
-                f"{', '.join(S.SUPPORTED_IMPLS)}."
-            )
-        if getattr(model, "_ran_handle", None) is not None:
-            raise ValueError(
-                "this model already carries a reservoir; remove() it before injecting again."
-            )
+        layer = S.target_layer(model, cfg.layer, len(blocks))
         self.model, self.config, self.layer = model, cfg, layer
         self.blocks, self.base_model = blocks, base
         n_heads = model.config.num_attention_heads
@@ -96,7 +72,9 @@ class LayerHandle:
         self._stop_after = False
         ids = range(len(blocks)) if routed == "all" else [layer]
         self._routed = {id(attns[i]): i for i in ids}
-        self._base_fns = {i: S.base_attention(attns[i], impl) for i in ids}
+        self._base_fns = {
+            i: S.base_attention(attns[i], model.config._attn_implementation) for i in ids
+        }
         self._orig_configs = [(attns[i], attns[i].config) for i in ids]
         S.register()
         for i in ids:

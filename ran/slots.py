@@ -185,6 +185,37 @@ def base_attention(attn_module, impl: str):
     return mod.ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager)
 
 
+def model_layers(model):
+    """(decoder blocks, their attention modules, the base model) of a supported causal LM."""
+    mtype = getattr(getattr(model, "config", None), "model_type", None)
+    if mtype not in SUPPORTED_TYPES:
+        raise ValueError(
+            f"unsupported architecture {mtype!r}; RAN supports the model types "
+            f"{', '.join(SUPPORTED_TYPES)}."
+        )
+    base = model.transformer if mtype == "gpt2" else model.model
+    blocks = list(base.h if mtype == "gpt2" else base.layers)
+    return blocks, [b.attn if mtype == "gpt2" else b.self_attn for b in blocks], base
+
+
+def target_layer(model, layer: int | None, n_blocks: int) -> int:
+    """The injected layer (None -> the middle one), after checking that ``model`` can take it."""
+    layer = n_blocks // 2 if layer is None else layer
+    if not 0 <= layer < n_blocks:
+        raise ValueError(f"layer {layer} is out of range; the model has layers 0..{n_blocks - 1}.")
+    impl = model.config._attn_implementation
+    if impl not in SUPPORTED_IMPLS:
+        raise ValueError(
+            f"attention implementation {impl!r} is not supported; use one of "
+            f"{', '.join(SUPPORTED_IMPLS)}."
+        )
+    if getattr(model, "_ran_handle", None) is not None:
+        raise ValueError(
+            "this model already carries a reservoir; remove() it before injecting again."
+        )
+    return layer
+
+
 class ConfigView:
     """A per-module view of the model config whose ``_attn_implementation`` is ``"ran"``.
 

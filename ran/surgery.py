@@ -76,19 +76,6 @@ class _StopAfterLayer(Exception):
     """Raised inside layer L by write_only() once the drive is written."""
 
 
-def _layers(model):
-    """The decoder blocks of a supported model and their attention modules."""
-    mtype = getattr(model.config, "model_type", None)
-    if mtype not in S.SUPPORTED_TYPES:
-        raise ValueError(
-            f"unsupported architecture {mtype!r}; inject supports the model types "
-            f"{', '.join(S.SUPPORTED_TYPES)}."
-        )
-    blocks = model.transformer.h if mtype == "gpt2" else model.model.layers
-    attns = [b.attn if mtype == "gpt2" else b.self_attn for b in blocks]
-    return blocks, attns
-
-
 def inject(model, cfg: InjectionConfig | None = None) -> RANHandle:
     """Inject reservoir slots into one attention layer of ``model`` (in place).
 
@@ -122,22 +109,8 @@ class RANHandle(StateMixin):
     """
 
     def __init__(self, model, cfg: InjectionConfig):
-        blocks, attns = _layers(model)
-        layer = len(blocks) // 2 if cfg.layer is None else cfg.layer
-        if not 0 <= layer < len(blocks):
-            raise ValueError(
-                f"layer {layer} is out of range; the model has layers 0..{len(blocks) - 1}."
-            )
-        impl = model.config._attn_implementation
-        if impl not in S.SUPPORTED_IMPLS:
-            raise ValueError(
-                f"attention implementation {impl!r} is not supported; use one of "
-                f"{', '.join(S.SUPPORTED_IMPLS)}."
-            )
-        if getattr(model, "_ran_handle", None) is not None:
-            raise ValueError(
-                "this model already carries a reservoir; remove() it before injecting again."
-            )
+        blocks, attns, _ = S.model_layers(model)
+        layer = S.target_layer(model, cfg.layer, len(blocks))
         self.model, self.config, self.layer = model, cfg, layer
         attn = attns[layer]
         n_heads = model.config.num_attention_heads
@@ -165,7 +138,7 @@ class RANHandle(StateMixin):
         self._gen_depth = 0  # > 0 inside generate() when advance == "generate"
         self._gen_drive = None
         self._stop_after = False
-        self._base_fn = S.base_attention(attn, impl)
+        self._base_fn = S.base_attention(attn, model.config._attn_implementation)
         self._attn, self._orig_config = attn, attn.config
         S.register()
         attn.config = S.ConfigView(attn.config, self)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import cached_model
 
 from ran.baselines import KINDS, make, state_width, trainable_count
 from ran.baselines_attractor import AttractorConfig
-from ran.models import load_model
 from ran.reservoir import ReservoirConfig
 from ran.surgery import InjectionConfig
 
@@ -20,23 +20,9 @@ PROMPTS = ["The quick brown fox jumps over the lazy dog.", "To be"]
 SMALL = InjectionConfig(reservoir=ReservoirConfig(units=64, seed=1), n_slots=4, readout_scale=3.0)
 OPEN_ATTRACTOR = AttractorConfig(gate=0.5, burn_in=1)
 STATEFUL = ("prefix", "additive", "attractor", "recurrent")
-_CACHE: dict = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the 2 cores are shared, and oversubscription is very slow."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-    _CACHE.clear()
-
-
-def model(name: str, impl: str = "sdpa"):
-    if (name, impl) not in _CACHE:
-        _CACHE[(name, impl)] = load_model(name, attn_implementation=impl)
-    return _CACHE[(name, impl)]
+model = cached_model
 
 
 def handle(kind, m, cfg=SMALL):

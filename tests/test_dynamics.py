@@ -17,15 +17,6 @@ from ran.dynamics import (
 from ran.reservoir import Reservoir, ReservoirConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batched matmuls: one torch thread is faster than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mc_pair(units, sr, input_scaling, k_max, ridge, seed, density=0.1):
     """Our MC and reservoirpy's on identical W, W_in and input series."""
     from reservoirpy.nodes import Reservoir as RpyReservoir

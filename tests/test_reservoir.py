@@ -18,15 +18,6 @@ from ran.reservoir import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on 2 shared, contended cores two OpenMP threads run eig ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _one_sentence(msg: str) -> bool:
     return msg.endswith(".") and "\n" not in msg and ". " not in msg[:-1]
 

@@ -16,31 +16,16 @@ import types
 
 import pytest
 import torch
+from conftest import cached_model
 
-from ran.models import load_model
 from ran.reservoir import ReservoirConfig
 from ran.surgery import InjectionConfig, inject
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "To be"]
 SMALL = InjectionConfig(reservoir=ReservoirConfig(units=64, seed=1), n_slots=4, readout_scale=3.0)
-_CACHE: dict = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the 2 cores are shared, and oversubscription is very slow."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-    _CACHE.clear()
-
-
-def model(name: str, impl: str = "sdpa"):
-    """Each (model, implementation) is loaded once per module (SmolLM2 from the cache)."""
-    if (name, impl) not in _CACHE:
-        _CACHE[(name, impl)] = load_model(name, attn_implementation=impl)
-    return _CACHE[(name, impl)]
+model = cached_model  # each (model, implementation) loaded once per module
 
 
 def batch(tok, padded: bool):
