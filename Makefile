@@ -6,10 +6,10 @@ PIP    := $(PY) -m pip
 PROFILE ?= default
 
 .DEFAULT_GOAL := help
-.PHONY: help all test lint format smoke run report bench lab notebooks clean
+.PHONY: help all test test-browser lint format smoke run report bench lab notebooks clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,20 @@ test: $(STAMP)  ## lint (ruff check + format check) and the test suite, smoke pi
 	$(PY) -m ruff check ran notebooks tests
 	$(PY) -m ruff format --check ran notebooks tests
 	$(PY) -m pytest -q
+
+# Debian's chromium (Playwright's own browser download cannot reach its CDN here)
+# driven by the PyPI playwright pinned in requirements.txt.
+CHROMIUM := /usr/bin/chromium
+test-browser: $(STAMP)  ## the notebook-01 sliders in JupyterLab, headless Chromium (installs both)
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "test-browser: $(CHROMIUM) is missing; as root run: apt-get update && apt-get install -y chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
+	$(PIP) install --quiet "$$(grep -E '^playwright==' requirements.txt)"
+	$(PY) -m pytest -q -m browser tests/test_browser.py
 
 lint: $(STAMP)  ## ruff check and format check only
 	$(PY) -m ruff check ran notebooks tests

@@ -117,10 +117,12 @@ plt.show()
 if interactive:
     import ipywidgets as w
 
-    w.interact(viz.live, sr=w.FloatSlider(value=0.9, min=0.1, max=2.0, step=0.05),
-               units=w.IntSlider(value=100, min=10, max=400, step=10),
-               input_scaling=w.FloatSlider(value=input_scaling, min=0.0, max=2.0, step=0.05),
-               lr=w.FloatSlider(value=lr, min=0.05, max=1.0, step=0.05),
+    slider = dict(continuous_update=False)  # redraw on release: one redraw takes seconds
+    w.interact(viz.live_show, sr=w.FloatSlider(value=0.9, min=0.1, max=2.0, step=0.05, **slider),
+               units=w.IntSlider(value=100, min=10, max=400, step=10, **slider),
+               input_scaling=w.FloatSlider(value=input_scaling, min=0.0, max=2.0, step=0.05,
+                                           **slider),
+               lr=w.FloatSlider(value=lr, min=0.05, max=1.0, step=0.05, **slider),
                steps=w.fixed(300), seed=w.fixed(seed))  # fmt: skip
 else:
     fig = viz.live(live_sr, live_units, input_scaling, lr, steps=300, seed=seed)
@@ -171,8 +173,8 @@ payload["settings"] = dict(srs=srs, seeds=seeds, units=units, steps=steps, washo
                            input_scaling=input_scaling, lr=lr, drive=drive, mc_k_max=mc_k_max,
                            drive_distribution="uniform[-1, 1]" if drive == "uniform" else "N(0, 1)",
                            esp_tol=float(df.esp_tol.iloc[0]), n_init=2, torch_threads=threads)  # fmt: skip
-payload["sweep_s"] = sweep_s
 payload["table"] = df.to_dict(orient="list")
 path = results.save_results("01_esn_dynamics", payload, outputs, seed=seed,
-                            wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip
+                            wall_time_s=time.perf_counter() - t0, findings=findings,
+                            extra_meta={"timing": {"sweep_s": sweep_s}})  # fmt: skip
 print(f"saved {outputs.rel(path)}")

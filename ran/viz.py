@@ -134,3 +134,8 @@ def live(sr: float, units: int, input_scaling: float, lr: float, steps: int = 30
     axes[2].legend(fontsize=8)
     fig.suptitle(f"sr = {sr:.2f}, N = {cfg.units}, input_scaling = {input_scaling:g}, lr = {lr:g}")
     return fig
+
+
+def live_show(sr: float, units: int, input_scaling: float, lr: float, steps: int = 300, seed=0):
+    """:func:`live`, shown and closed (returns None, so ipywidgets draws it once)."""
+    plt.show(live(sr, units, input_scaling, lr, steps=steps, seed=seed))
