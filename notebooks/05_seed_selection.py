@@ -1,0 +1,367 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Reservoir seed selection
+#
+# RAN never trains the reservoir: it draws one at random and keeps it. How
+# much does that draw matter? We train the same readout and gate on the same
+# probe (secret-word recall, K candidates) once per reservoir seed: only
+# `ReservoirConfig.seed` changes (so `W` and `W_in`); the readout init, the
+# data order and every hyper-parameter stay fixed. The best seed is chosen on
+# **validation** accuracy and reported on the held-out **test** split with its
+# Wilson 95% CI and the controls (reset, shuffled, stateless base model,
+# chance). Across seeds we report the spread of test accuracy, the optimism of
+# picking the best on validation, tests of equal accuracy (one-way ANOVA,
+# chi-square of homogeneity, Cochran's Q for the matched design), and whether
+# metrics of the untrained reservoir (participation ratio, memory capacity;
+# `ran.dynamics`) predict the trained accuracy (Spearman rho, bootstrap CI
+# over seeds). Logic lives in `ran.seeds` and `ran.train`.
+
+# %% [markdown]
+# ## Imports
+
+# %%
+import gc
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from ran import dynamics, results
+from ran import seeds as SD
+from ran.models import load_model
+from ran.reservoir import ReservoirConfig
+from ran.surgery_analysis import collect_drives
+from ran.train import TrainConfig, train, wilson_interval
+
+# %% [markdown]
+# ## Parameters
+
+# %% tags=["parameters"]
+profile = "default"  # smoke | default | paper
+model_name = "smollm2-135m"  # the base model (smoke: tiny-llama)
+seed = 0  # readout init, data order, probe episodes, drive noise and bootstrap
+first_seed = 0  # reservoir seeds are first_seed .. first_seed + n_seeds - 1
+n_seeds = 8  # reservoir seeds trained
+k = 16  # secret-word candidates (chance 1/k)
+steps = 30  # optimiser steps per seed (no early stopping)
+batch_size = 8  # episodes per step
+learning_rate = 2e-2  # peak AdamW learning rate (warm-up, then cosine decay)
+warmup_steps = 3  # linear warm-up steps
+gate_init = 0.5  # per-head gate pre-activation at init (open: the readout learns at once)
+n_train = 240  # training episodes (steps * batch_size: each seen once)
+n_val = 128  # validation episodes (seed selection)
+n_test = 256  # test episodes (reporting; every seed and control sees the same ones)
+write_template = "The secret word is {key}."  # the write pass (one template)
+units = 512  # reservoir size N
+sr = 0.9  # spectral radius
+input_scaling = 0.3  # W_in scale
+noise_steps = 1200  # steps of the scalar-noise drive for the untrained PR / MC
+washout = 200  # steps discarded before the untrained metrics
+mc_k_max = 100  # delays of the memory capacity
+n_boot = 2000  # bootstrap resamples (over seeds) of Spearman rho
+threads = 1  # torch threads (a shared 2-core CPU: one thread wastes no time spinning)
+
+# %%
+extra = {}  # TrainConfig overrides (smoke only)
+probe_params = dict(k=k, n_train=n_train, n_val=n_val, n_test=n_test,
+                    write_templates=[write_template])  # fmt: skip
+if profile == "smoke":  # a random 4-layer model learns K=4 recall of a bare key in seconds
+    model_name, n_seeds, steps, units, noise_steps, washout, mc_k_max = (
+        "tiny-llama", 3, 3, 64, 200, 50, 20)  # fmt: skip
+    probe_params = dict(k=4, keys=["dog", "cat", "owl", "bee"], write_templates=["{key}"],
+                        n_train=96, n_val=24, n_test=48)  # fmt: skip
+    extra, learning_rate, warmup_steps, batch_size = dict(n_slots=4), 3e-2, 2, 16
+    input_scaling, n_boot = 0.5, 500
+outputs = results.Outputs(profile)
+torch.set_num_threads(threads)
+res_seeds = list(range(first_seed, first_seed + n_seeds))
+base = TrainConfig(model_name=model_name, probe="secret_word", probe_params=probe_params,
+                   reservoir=ReservoirConfig(units=units, sr=sr, input_scaling=input_scaling),
+                   steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                   warmup_steps=warmup_steps, gate_init=gate_init, eval_every=0, patience=0,
+                   seed=seed, **extra)  # fmt: skip
+cfgs = SD.seed_configs(base, res_seeds)
+chance = 1.0 / base.make_probe().n_candidates
+print(f"profile={profile}: {model_name}, {n_seeds} reservoir seeds, {steps} steps, "
+      f"K={base.make_probe().n_candidates}; runs {[c.config_hash() for c in cfgs]}")  # fmt: skip
+
+# %% [markdown]
+# ## Compute
+# ### Train (or load) one run per reservoir seed, evaluate val and test
+#
+# `eval_every=0` and `patience=0`: every seed trains exactly `steps` steps and
+# is evaluated on validation once, at the end, so validation is used only to
+# pick the seed. Test runs the trained reservoir for every seed; the controls
+# run on the seed picked on validation (below).
+
+# %%
+t0 = time.perf_counter()
+rows, test_correct = [], {}
+for cfg in cfgs:
+    t1 = time.perf_counter()
+    run = train(cfg, outputs, progress=False)
+    t2 = time.perf_counter()
+    ev = run.evaluate("test", ("reservoir",))
+    val = run.history["val_acc"][-1]
+    vk = round(val * len(run.episodes["val"]))
+    vlo, vhi = wilson_interval(vk, len(run.episodes["val"]))
+    hit = np.array(ev["reservoir"]["pred"]) == np.array(ev["answers"])
+    test_correct[cfg.reservoir.seed] = hit.astype(int)
+    rows.append(dict(seed=cfg.reservoir.seed, hash=run.hash, val_acc=val, val_lo=vlo, val_hi=vhi,
+                     val_correct=vk, n_val=len(run.episodes["val"]),
+                     test_acc=ev["reservoir"]["acc"], test_lo=ev["reservoir"]["ci_low"],
+                     test_hi=ev["reservoir"]["ci_high"], test_correct=ev["reservoir"]["correct"],
+                     n_test=ev["n"],
+                     final_loss=run.history["loss"][-1], train_wall_s=run.wall_time_s,
+                     loaded=run.loaded, this_run_s=t2 - t1, eval_s=time.perf_counter() - t2))  # fmt: skip
+    print({k_: (round(v, 3) if isinstance(v, float) else v) for k_, v in rows[-1].items()})
+    del run
+    gc.collect()
+df = pd.DataFrame(rows)
+answers = ev["answers"]
+train_s = time.perf_counter() - t0
+
+# %% [markdown]
+# ### Best on validation, seed variance, tests of equal accuracy
+#
+# * One-way ANOVA: per-episode correctness (0/1) as observations grouped by
+#   seed; H0: the mean correctness (accuracy) is the same for every seed.
+# * Chi-square test of homogeneity of proportions on the seeds x (right,
+#   wrong) table: the same H0, the test made for binary outcomes.
+# * Both assume independent groups, but every seed answers the *same* test
+#   episodes; Cochran's Q is the test for k matched binary outcomes.
+
+# %%
+best = SD.select_best(df)
+best_seed = int(best.seed)
+var = SD.seed_variance(df, best)
+groups = [test_correct[s] for s in res_seeds]
+anova = SD.anova_oneway(groups)
+scipy_anova = stats.f_oneway(*groups)
+chi2 = SD.chi2_homogeneity(df.test_correct.tolist(), df.n_test.tolist())
+cochran = SD.cochran_q(np.stack(groups, 1))
+print(f"best on val: seed {best_seed}; variance {var}")
+t_ctrl = time.perf_counter()
+run = train(cfgs[res_seeds.index(best_seed)], outputs, progress=False)  # cached: loads
+ctrl = run.evaluate("test", ("reservoir", "reset", "shuffled", "stateless", "oracle"))
+assert ctrl["reservoir"]["correct"] == int(best.test_correct)  # same run, same episodes
+del run
+gc.collect()
+ctrl_s = time.perf_counter() - t_ctrl
+print(
+    {c: round(ctrl[c]["acc"], 3) for c in ("reservoir", "reset", "shuffled", "stateless", "oracle")}
+)
+print(f"ANOVA {anova} (scipy F={scipy_anova.statistic:.4g}, p={scipy_anova.pvalue:.4g})")
+print(f"chi-square {chi2}; Cochran's Q {cochran}")
+
+# %% [markdown]
+# ### Untrained metrics of each reservoir
+#
+# * Scalar unit noise (`ran.dynamics.sweep`, driven regime, uniform[-1, 1]
+#   through a +-1 input column): participation ratio and memory capacity of the
+#   same `W` (same seed, units, sr, input_scaling; the input column differs
+#   from the trained `W_in`, whose width is the model's).
+# * Real drives: the untouched model's write-pass drives on the validation
+#   episodes through the trained-shape `W_in` of each seed. In a two-pass
+#   episode the question reads `r1 = tanh(W_in u)`, so `W` never acts; we
+#   measure the participation ratio of r1 across episodes and the share of its
+#   variance explained by the secret word.
+
+# %%
+t3 = time.perf_counter()
+sw = dynamics.sweep([sr], res_seeds, [units], regimes=("driven",), steps=noise_steps,
+                    washout=washout, input_scaling=input_scaling, lr=base.reservoir.lr,
+                    rc_connectivity=base.reservoir.rc_connectivity, mc_k_max=mc_k_max, seed=seed)  # fmt: skip
+sw = sw.set_index("seed")
+df["pr_noise"] = df.seed.map(sw.participation_ratio)
+df["mc_noise"] = df.seed.map(sw.memory_capacity)
+df["lyapunov_noise"] = df.seed.map(sw.lyapunov)
+model, tok = load_model(model_name, seed=base.model_seed)
+val_eps = base.make_probe().splits()["val"]
+drives = collect_drives(model, tok, [e.passes[0] for e in val_eps], pooling=base.pooling,
+                        layer=base.layer)  # fmt: skip
+del model
+one = [SD.one_step_metrics(c.reservoir, drives, [e.answer for e in val_eps]) for c in cfgs]
+for col in ("pr_real", "sep_real", "sat_real"):
+    df[col] = [m[col] for m in one]
+metrics = {"pr_noise": "PR (scalar noise)", "mc_noise": "MC (scalar noise)",
+           "pr_real": "PR of r1 (real drives)", "sep_real": "word share of r1 variance"}  # fmt: skip
+sep_span = float(df.sep_real.max() - df.sep_real.min())
+if sep_span < 1e-6:  # constant up to rounding: a rank correlation would only rank float noise
+    metrics.pop("sep_real")
+corr = {m: SD.spearman_bootstrap(df[m], df.test_acc, n_boot, seed) for m in metrics}
+corr_val = {m: SD.spearman_bootstrap(df[m], df.val_acc, n_boot, seed) for m in metrics}
+t_crit = stats.t.ppf(0.975, n_seeds - 2)
+rho_crit = float(t_crit / np.sqrt(n_seeds - 2 + t_crit**2))  # |rho| needed for p < 0.05
+untrained_s = time.perf_counter() - t3
+print(df[["seed", "val_acc", "test_acc", *metrics]].round(4).to_string(index=False))
+print(
+    {
+        m: (round(c["rho"], 3), round(c["ci_low"], 3), round(c["ci_high"], 3))
+        for m, c in corr.items()
+    }
+)
+
+# %% [markdown]
+# ## Figures
+
+# %%
+ctrl_lines = {f"{c} (seed {best_seed})": ctrl[c]["acc"] for c in ("reset", "shuffled", "stateless")}
+fig = SD.plot_seed_accuracy(df, best_seed, chance, ctrl_lines)
+p_acc = outputs.figure_path("05_seed_accuracy.png")
+fig.savefig(p_acc, dpi=120)
+plt.show()
+
+# %%
+fig = SD.plot_untrained_vs_trained(df, metrics, corr, "test_acc")
+p_corr = outputs.figure_path("05_untrained_vs_trained.png")
+fig.savefig(p_corr, dpi=120)
+plt.show()
+
+# %% [markdown]
+# ## Save
+
+# %%
+b = df[df.seed == best_seed].iloc[0]
+rs, sh, st, orc = (ctrl[c] for c in ("reset", "shuffled", "stateless", "oracle"))
+n_def = sum(np.isfinite(c["rho"]) and np.isfinite(c["ci_low"]) for c in corr.values())
+n_zero = sum(c["ci_low"] <= 0 <= c["ci_high"] for c in corr.values())  # NaN compares False
+if not np.isfinite(chi2["p"]):
+    verdict = (
+        "The test of equal accuracy is undefined: every seed got every episode right (or wrong)"
+    )
+elif chi2["p"] < 0.05:
+    verdict = "The reservoir seed changes test accuracy by more than sampling noise at the 5% level"
+else:
+    verdict = (
+        "At the 5% level the seeds' test accuracies are compatible with one common "
+        "accuracy: the chi-square test does not separate the seeds"
+    )
+n_sig = sum(c["p"] < 0.05 and not c["ci_low"] <= 0 <= c["ci_high"] for c in corr.values())
+if n_def < len(corr):
+    corr_verdict = (
+        f"Spearman rho is undefined for {len(corr) - n_def} of {len(corr)} metrics "
+        "(test accuracy or the metric is constant across seeds). "
+    )
+elif n_sig == 0:
+    corr_verdict = (
+        "Untrained metrics do not predict trained accuracy here: none has p < 0.05 "
+        f"and a CI excluding 0 ({len(corr) - n_zero} of {len(corr)} percentile CIs "
+        "exclude 0 on their own; over so few seeds the percentile bootstrap "
+        "undercovers). "
+    )
+else:
+    corr_verdict = (
+        f"{n_sig} of {len(corr)} untrained metrics have p < 0.05 and a CI excluding "
+        "0 (no correction for the multiple comparisons). "
+    )
+findings = [
+    results.text(
+        f"Seed study: {model_name}, secret-word recall with K = {round(1 / chance)} "
+        f"(chance {chance:.3f}), {n_seeds} reservoir seeds ({res_seeds[0]}-{res_seeds[-1]}; N = "
+        f"{units}, sr = {sr}, input_scaling = {input_scaling}), each trained {steps} steps at "
+        f"batch {base.batch_size} (lr {base.learning_rate:g}, {base.warmup_steps} warm-up steps, "
+        f"gate_init {base.gate_init:g}) with the same readout init and data order; "
+        f"{int(b.n_val)} validation and {int(b.n_test)} test episodes."),
+    results.table(
+        "Per reservoir seed: validation and test accuracy (Wilson 95% CI), "
+        "untrained metrics, training wall time",
+        ["seed", "val acc", "test acc", "test CI low", "test CI high",
+         "PR noise", "MC noise", "PR r1 real", "word share r1", "train s"],
+        [[int(r.seed), r.val_acc, r.test_acc, r.test_lo, r.test_hi, r.pr_noise, r.mc_noise, r.pr_real, r.sep_real, r.train_wall_s] for r in df.itertuples()]),
+    results.text(
+        f"Picked on validation, seed {best_seed} (val {b.val_acc:.3f}, {int(b.val_correct)}/"
+        f"{int(b.n_val)}) scores {b.test_acc:.3f} on test (95% CI {b.test_lo:.3f}-{b.test_hi:.3f}, "
+        f"{int(b.test_correct)}/{int(b.n_test)}); on the same episodes reset gives "
+        f"{rs['acc']:.3f} (CI {rs['ci_low']:.3f}-{rs['ci_high']:.3f}), shuffled {sh['acc']:.3f} "
+        f"(CI {sh['ci_low']:.3f}-{sh['ci_high']:.3f}), the stateless base model "
+        f"{st['acc']:.3f}, the oracle (text in context) {orc['acc']:.3f}, chance {chance:.3f}."),
+    results.text(
+        f"Across the {n_seeds} seeds test accuracy has mean {var['mean']:.3f}, sd {var['sd']:.3f} "
+        f"and range {var['min']:.3f}-{var['max']:.3f}. Picking the best on validation gives "
+        f"{var['best_on_val_test']:.3f} on test, {var['optimism']:+.3f} against the mean over "
+        f"seeds (rank {var['rank_of_pick_on_test']} of {n_seeds} on test); its validation "
+        f"accuracy minus its test accuracy is {var['winners_curse']:+.3f}."),
+    results.text(
+        f"One-way ANOVA of per-episode test correctness grouped by seed (H0: every seed has the "
+        f"same accuracy): F({anova['df_between']}, {anova['df_within']}) = {anova['F']:.2f}, "
+        f"p = {anova['p']:.3g}, eta^2 = {anova['eta2']:.4f}. The chi-square test of homogeneity "
+        f"of proportions ({n_seeds} x 2 table, the test made for binary outcomes): chi2("
+        f"{chi2['dof']}) = {chi2['chi2']:.2f}, p = {chi2['p']:.3g}, Cramér's V = "
+        f"{chi2['cramers_v']:.3f} (smallest expected count {chi2['min_expected']:.1f}). Both "
+        f"treat seeds as independent samples, but every seed answers the same test episodes; "
+        f"Cochran's Q for matched binary outcomes: Q({cochran['dof']}) = {cochran['Q']:.2f}, "
+        f"p = {cochran['p']:.3g}."),
+    results.text(
+        f"{verdict} (chi-square p = {chi2['p']:.3g}, Cochran's Q p = {cochran['p']:.3g})."),
+    results.text(
+        "Untrained metrics vs test accuracy (Spearman rho, 95% percentile bootstrap CI over "
+        f"seeds, {n_boot} resamples): "
+        + "; ".join(f"{metrics[m]}: rho = {c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}], "
+                    f"p = {c['p']:.2g}" for m, c in corr.items())
+        + ". Against validation accuracy: "
+        + "; ".join(f"{metrics[m]}: rho = {c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+                    for m, c in corr_val.items()) + "."),
+    results.text(
+        corr_verdict
+        + f"With n = {n_seeds} seeds the CIs are wide: |rho| must exceed {rho_crit:.2f} for "
+        "p < 0.05, so only a strong monotone relation could have been detected."),
+    *([results.text(
+        f"The word share of r1 variance is {df.sep_real.min():.6f}-{df.sep_real.max():.6f} for "
+        "every seed: with one write template and no context the write pass, hence r1, is a "
+        "function of the secret word alone, so this metric cannot rank seeds and is left out "
+        "of the correlations.")] if "sep_real" not in metrics else []),
+    results.text(
+        "In a two-pass episode the question reads r1 = tanh(W_in u) of the write pass: the "
+        "recurrent matrix W, which sets the noise-driven PR and MC, never acts, so those metrics "
+        "can only track accuracy through W_in, which the seed also draws."),
+    results.figure(p_acc, f"Validation and test accuracy per reservoir seed (Wilson 95% CIs); "
+                   f"star: the seed picked on validation (seed {best_seed}); lines: reset and "
+                   f"shuffled controls and the stateless base model on that seed's test episodes, chance.",
+                   outputs),
+    results.figure(p_corr, f"Untrained reservoir metrics vs test accuracy, one point per seed; "
+                   f"titles: Spearman rho [95% bootstrap CI], n = {n_seeds}.", outputs),
+]  # fmt: skip
+payload = {
+    "settings": dict(model_name=model_name, seeds=res_seeds, base_config=base.to_dict(),
+                     run_hashes=df.hash.tolist(), noise_steps=noise_steps, washout=washout,
+                     mc_k_max=mc_k_max, n_boot=n_boot, torch_threads=threads,
+                     noise_drive="uniform[-1, 1] scalar through a +-1 column",
+                     real_drives=f"{len(val_eps)} validation write passes, untouched model"),
+    "per_seed": df.to_dict(orient="list"),
+    "best": dict(seed=best_seed, val_acc=b.val_acc, test=dict(acc=b.test_acc, ci_low=b.test_lo,
+                 ci_high=b.test_hi, correct=int(b.test_correct), n=int(b.n_test)),
+                 chance=chance, controls={c: {k_: v for k_, v in ctrl[c].items() if k_ != "pred"}
+                 for c in ("reset", "shuffled", "stateless", "oracle")}),
+    "variance": var,
+    "anova": anova | {"scipy_F": scipy_anova.statistic, "scipy_p": scipy_anova.pvalue},
+    "chi2_homogeneity": chi2,
+    "cochran_q": cochran,
+    "spearman_test": corr,
+    "spearman_val": corr_val,
+    "rho_critical_p05": rho_crit,
+    "test_answers": answers,
+    "test_correct": {str(s): v for s, v in test_correct.items()},
+    "timing": dict(train_and_eval_s=train_s, controls_s=ctrl_s, untrained_s=untrained_s,
+                   train_wall_s_sum=float(df.train_wall_s.sum())),
+}  # fmt: skip
+path = results.save_results("05_seed_selection", payload, outputs, seed=seed, model_name=model_name,
+                            wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip
+print(f"saved {outputs.rel(path)}")
+for f in findings:
+    print(f.get("text", f.get("caption")))
