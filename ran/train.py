@@ -41,6 +41,8 @@ from ran.results import Outputs, package_versions, to_jsonable
 
 CONTROLS = ("reservoir", "reset", "shuffled", "stateless", "oracle")
 RUN_FORMAT = 1  # bump when the meaning of a saved run changes (invalidates the cache)
+# Fields added after runs were cached: left out of the hash while at their default.
+_HASH_OPTIONAL = {"kind": "reservoir"}
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TrainConfig:
     lora_r: int = 0  # LoRA rank on the base model (0 = off, readout only)
     lora_alpha: int = 16  # LoRA alpha
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # LoRA target modules
+    kind: str = "reservoir"  # memory mechanism, a ran.baselines kind (hashed only if not default)
 
     def __post_init__(self):
         if isinstance(self.reservoir, dict):
@@ -91,6 +94,10 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.scoring not in ("auto", "first_token", "sequence"):
             raise ValueError(f"scoring must be auto, first_token or sequence, not {self.scoring!r}")
+        from ran.baselines import KINDS
+
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         self.make_probe()  # validates probe name and parameters
 
     def make_probe(self) -> P.Probe:
@@ -126,7 +133,11 @@ class TrainConfig:
 
     def config_hash(self) -> str:
         """16 hex digits of SHA-256 over the canonical JSON of the config."""
-        blob = json.dumps({"format": RUN_FORMAT, **self.to_dict()}, sort_keys=True)
+        d = self.to_dict()
+        for name, default in _HASH_OPTIONAL.items():  # fields added later: old hashes stay valid
+            if d.get(name) == default:
+                d.pop(name)
+        blob = json.dumps({"format": RUN_FORMAT, **d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -200,7 +211,9 @@ class EpisodeRunner:
         return s if s is not None else torch.zeros(batch, self._units())
 
     def _units(self) -> int:
-        return int(self.h.config.reservoir.units)
+        from ran.baselines import state_width
+
+        return state_width(self.h)
 
     def _keep(self, active: torch.Tensor, old: torch.Tensor) -> None:
         if not bool(active.all()):
@@ -377,8 +390,8 @@ def _lr_lambda(cfg: TrainConfig):
 
 def _build(cfg: TrainConfig):
     """Load the model, freeze it, add LoRA if asked, and inject the reservoir."""
+    from ran.baselines import make
     from ran.models import load_model
-    from ran.surgery import inject
 
     model, tok = load_model(cfg.model_name, seed=cfg.model_seed)
     for p in model.parameters():
@@ -391,7 +404,7 @@ def _build(cfg: TrainConfig):
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets)
         )
         model = inject_adapter_in_model(lora, model)
-    handle = inject(model, cfg.injection_config())
+    handle = make(cfg.kind, model, cfg.injection_config())
     return model, tok, handle
 
 

@@ -1,0 +1,342 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · H1: cross-pass memory without destroying the language model
+#
+# Two questions. (1) Once only the readout and the per-head gate are trained,
+# does the reservoir carry information **across independent forward passes**?
+# Three probes (`ran.probes`), every control on the identical test episodes
+# (`ran.train.evaluate`): *reset* (state wiped before the question),
+# *shuffled* (another episode's state), *stateless* (gate closed = the base
+# model), *oracle* (all passes in one context) and chance, with 95% Wilson
+# CIs. (2) **Non-destruction**: held-out Shakespeare perplexity of the base,
+# the injected model at init (must be bit-identical), the trained model with
+# its state carried from block to block, and after 1000 carried passes; state
+# norms after 1000 carried and 10,000 idle passes; 500-token greedy generation
+# with the state advancing per forward call; the forward-time overhead.
+# Logic lives in `ran.train`, `ran.h1` and `ran.probe_viz`.
+
+# %% [markdown]
+# ## Imports
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ran import h1, probe_viz, results
+from ran.data import shakespeare_lines, token_blocks
+from ran.models import load_model
+from ran.reservoir import ReservoirConfig
+from ran.surgery import inject
+from ran.train import CONTROLS, TrainConfig, evaluate, train
+
+# %% [markdown]
+# ## Parameters
+
+# %% tags=["parameters"]
+profile = "default"  # smoke | default | paper
+model_name = "smollm2-135m"  # the language model
+seed = 0  # readout init, data order, probe episodes
+layer = 15  # injected layer, -1 for the middle layer
+threads = 1  # torch threads (the CPU is shared)
+steps = 150  # optimiser steps of the secret-word runs (upper bound, early stopping)
+lr = 0.02  # peak learning rate of every run
+n_train = 2400  # training episodes per probe
+n_test = 128  # test episodes per probe (identical for every control)
+k_list = "16,64"  # K of the capacity curve (comma string)
+train_k_list = "16,64"  # K with trained readouts (a K uses the next trained K up)
+elapsed_steps = 40  # optimiser steps of the elapsed-passes run
+k_max = 4  # elapsed passes: answers 0..k_max
+idle_sr_list = "0.9,1.1"  # spectral radii of the idle-retention runs
+idle_k = 8  # keys of the idle-retention probe
+idle_steps = 40  # optimiser steps of each idle-retention run
+idle_train_list = "0,1,2,4,8,16"  # idle counts mixed in training
+idle_eval_list = "0,2,8,32"  # idle counts tested
+idle_n_test = 48  # test episodes per idle count
+ppl_blocks = 16  # held-out blocks for perplexity
+block_len = 256  # tokens per block
+carried = 1000  # carried passes before the last perplexity
+idle_long = 10000  # idle passes of the stability check
+gen_tokens = 300  # greedy tokens per prompt
+n_gen_prompts = 1  # generation prompts
+overhead_reps = 10  # interleaved timing repetitions
+
+# %%
+if profile == "smoke":
+    model_name, layer, steps, n_train, n_test = "tiny-llama", -1, 6, 256, 32
+    k_list, train_k_list, elapsed_steps, idle_sr_list, idle_steps = "4,8", "8", 4, "0.9,1.1", 4
+    idle_eval_list, idle_n_test, ppl_blocks, block_len, carried = "0,2,8", 16, 4, 64, 50
+    idle_long, gen_tokens, n_gen_prompts, overhead_reps = 1000, 30, 1, 3
+outputs = results.Outputs(profile)
+torch.set_num_threads(threads)
+ks = [int(x) for x in k_list.split(",")]
+train_ks = [int(x) for x in train_k_list.split(",")]
+idle_srs = [float(x) for x in idle_sr_list.split(",")]
+idle_train = tuple(int(x) for x in idle_train_list.split(","))
+idle_eval = [int(x) for x in idle_eval_list.split(",")]
+WRITE = ("The secret word is {key}.",)
+common = dict(model_name=model_name, layer=None if layer < 0 else layer, learning_rate=lr,
+              batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed)  # fmt: skip
+sw_params = dict(n_train=n_train, n_val=64, n_test=128, write_templates=WRITE)
+t_start = time.perf_counter()
+print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={steps}")
+
+# %% [markdown]
+# ## Compute
+# ### Secret-word capacity (every control, identical test episodes)
+
+# %%
+runs, capacity = {}, {}
+trained = {}
+for k in train_ks:
+    cfg = TrainConfig(probe="secret_word", probe_params=sw_params | {"k": k}, steps=steps, **common)
+    trained[k] = train(cfg, outputs, progress=False)
+    runs[f"secret_word K={k}"] = trained[k]
+for k in ks:
+    res = trained[h1.readout_for(k, train_ks)]
+    eps = h1.probe_test_episodes("secret_word", sw_params, seed, k=k, n_test=n_test)
+    capacity[k], t_eval = h1.timed(evaluate, res.handle, res.tokenizer, eps, CONTROLS, 32)
+    print(f"K={k} (readout K={h1.readout_for(k, train_ks)}, {t_eval:.0f} s): "
+          + ", ".join(f"{c} {capacity[k][c]['acc']:.3f}" for c in CONTROLS))  # fmt: skip
+main = trained[train_ks[0]]  # the first trained readout (K = 16 in default) for H1
+for k in train_ks:
+    if trained[k] is not main:
+        del trained[k].model, trained[k].handle
+
+# %% [markdown]
+# ### Elapsed passes (scored on the answer step only)
+
+# %%
+el_params = dict(k_max=k_max, n_train=n_train, n_val=64, n_test=n_test)
+cfg = TrainConfig(probe="elapsed", probe_params=el_params, steps=elapsed_steps, **common)
+el_run = train(cfg, outputs, progress=False)
+runs["elapsed"] = el_run
+elapsed = el_run.evaluate("test", CONTROLS)
+print(", ".join(f"{c} {elapsed[c]['acc']:.3f}" for c in CONTROLS))
+del el_run.model, el_run.handle
+
+# %% [markdown]
+# ### Idle retention across spectral radii (trained with mixed idle counts)
+
+# %%
+idle_curves = {}
+id_params = dict(k=idle_k, idle_steps=idle_train, n_train=n_train, n_val=64, n_test=128,
+                 write_templates=WRITE)  # fmt: skip
+for sr in idle_srs:
+    cfg = TrainConfig(probe="idle_retention", probe_params=id_params, steps=idle_steps,
+                      reservoir=ReservoirConfig(sr=sr), **common)  # fmt: skip
+    r = train(cfg, outputs, progress=False)
+    runs[f"idle_retention sr={sr:g}"] = r
+    idle_curves[f"sr={sr:g}"] = [
+        evaluate(r.handle, r.tokenizer,
+                 h1.probe_test_episodes("idle_retention", id_params, seed, idle_steps=(n,),
+                                        n_test=idle_n_test), ("reservoir",), 32)["reservoir"]
+        for n in idle_eval
+    ]  # fmt: skip
+    print(f"sr={sr:g}: " + ", ".join(f"{s['acc']:.2f}" for s in idle_curves[f"sr={sr:g}"]))
+    del r.model, r.handle
+
+# %% [markdown]
+# ### H1: perplexity of the base, at init (bit-exact), trained, after carried passes
+
+# %%
+t_h1 = time.perf_counter()
+plain, tok = load_model(model_name, seed=0)
+blocks = token_blocks(tok, "test", block_len, ppl_blocks)
+ppl = {}
+ppl["base"], logits_base = h1.perplexity(plain, blocks, keep_logits=2)
+h_init = inject(plain, main.config.injection_config())
+ppl["injected, init"], logits_init = h1.perplexity(plain, blocks, keep_logits=2)
+init_equal = all(torch.equal(a, b) for a, b in zip(logits_base, logits_init, strict=True))
+h_init.remove()
+H = main.handle
+H.reset_state()
+ids, mask = h1.P.batch_encode(tok, ["The secret word is apple."])
+with torch.no_grad():
+    main.model(input_ids=ids, attention_mask=mask)
+ppl["trained, carried from a probe pass"], _ = h1.perplexity(main.model, blocks)
+H.reset_state()
+lines = [ln for ln in shakespeare_lines("train") if len(ln) >= 20][:carried]
+carry = h1.carry_passes(H, tok, lines)
+ppl[f"trained, after {carried} carried passes"], _ = h1.perplexity(main.model, blocks)
+after_blocks = h1.state_stats(H)
+idle_stab = h1.idle_passes(H, idle_long)
+ppl_s = time.perf_counter() - t_h1
+base_ppl = ppl["base"].ppl
+dppl = {name: 100 * (p.ppl / base_ppl - 1) for name, p in ppl.items()}
+print({n: round(p.ppl, 4) for n, p in ppl.items()}, f"init logits equal: {init_equal}")
+print(f"after {carried} carried passes: {carry['norm']:.3f}; after {idle_long} idle: "
+      f"{idle_stab['norm']:.3g} finite={idle_stab['finite']} ({ppl_s:.0f} s)")  # fmt: skip
+
+# %% [markdown]
+# ### Greedy generation with the state advancing per forward call; overhead
+
+# %%
+t_gen = time.perf_counter()
+test_lines = [ln for ln in shakespeare_lines("test") if len(ln) >= 40]
+prompts = [test_lines[i * len(test_lines) // max(1, n_gen_prompts)] for i in range(n_gen_prompts)]
+gen = {"base": [], "ran (trained, carried)": []}
+for p in prompts:
+    pid, g_base = h1.greedy_generate(plain, tok, p, gen_tokens)
+    H.reset_state()
+    _, g_ran = h1.greedy_generate(main.model, tok, p, gen_tokens)
+    gen["base"].append(h1.generation_stats(pid, g_base, plain) | {"text": tok.decode(g_base)})
+    gen["ran (trained, carried)"].append(
+        h1.generation_stats(pid, g_ran, plain) | {"text": tok.decode(g_ran)}
+    )
+gen_state = h1.state_stats(H)
+gen_mean = {n: {m: float(np.mean([s[m] for s in v])) for m in ("rep4", "distinct2", "base_ppl")}
+            for n, v in gen.items()}  # fmt: skip
+gen_s = time.perf_counter() - t_gen
+H.reset_state()
+ovh = h1.overhead(plain, main.model, seq_len=block_len, reps=overhead_reps, seed=seed)
+print(gen_mean, f"({gen_s:.0f} s); overhead ratio {ovh['median_ratio']:.3f}")
+
+# %% [markdown]
+# ## Figures
+
+# %%
+fig = probe_viz.capacity_curve(ks, capacity, CONTROLS)
+p_cap = outputs.figure_path("03_capacity.png")
+fig.savefig(p_cap, dpi=120)
+plt.show()
+
+# %%
+fig = probe_viz.confusion(elapsed["answers"], {c: elapsed[c]["pred"] for c in
+                          ("reservoir", "stateless", "reset")}, k_max + 1)  # fmt: skip
+p_conf = outputs.figure_path("03_elapsed_confusion.png")
+fig.savefig(p_conf, dpi=120)
+plt.show()
+
+# %%
+fig = probe_viz.idle_curves(idle_eval, idle_curves, 1 / idle_k)
+p_idle = outputs.figure_path("03_idle_retention.png")
+fig.savefig(p_idle, dpi=120)
+plt.show()
+
+# %%
+fig = probe_viz.dppl_bars(list(dppl), list(dppl.values()))
+p_dppl = outputs.figure_path("03_dppl.png")
+fig.savefig(p_dppl, dpi=120)
+plt.show()
+
+# %% [markdown]
+# ## Save
+
+# %%
+run_rows = [[name, r.hash, r.config.steps, len(r.history["step"]), r.history["best_val_acc"],
+             r.wall_time_s / 60, r.loaded] for name, r in runs.items()]  # fmt: skip
+max_run_min = max(r[5] for r in run_rows)
+acc_rows = [[f"secret word K={k} (readout K={h1.readout_for(k, train_ks)})", capacity[k]["n"],
+             capacity[k]["chance"]] + [f"{capacity[k][c]['acc']:.3f} [{capacity[k][c]['ci_low']:.3f}, "
+             f"{capacity[k][c]['ci_high']:.3f}]" for c in CONTROLS] for k in ks]  # fmt: skip
+acc_rows.append([f"elapsed passes (k_max={k_max})", elapsed["n"], elapsed["chance"]] + [
+    f"{elapsed[c]['acc']:.3f} [{elapsed[c]['ci_low']:.3f}, {elapsed[c]['ci_high']:.3f}]"
+    for c in CONTROLS])  # fmt: skip
+c16 = capacity[16]["reservoir"] if 16 in capacity else None
+ckmax = capacity[max(ks)]["reservoir"]
+er, es, ez = elapsed["reservoir"], elapsed["stateless"], elapsed["reset"]
+el_met = er["ci_low"] > max(es["ci_high"], ez["ci_high"])
+d_trained = dppl["trained, carried from a probe pass"]
+d_carried = dppl[f"trained, after {carried} carried passes"]
+stable = carry["finite"] and idle_stab["finite"] and all(p.finite for p in ppl.values())
+idle_last = {lab: st[-1] for lab, st in idle_curves.items()}
+findings = [
+    results.table(
+        f"Cross-pass probes on {model_name}: accuracy [95% Wilson CI] of every control on the "
+        "identical test episodes (reset: state wiped before the question; shuffled: another "
+        "episode's state; stateless: gate closed = base model; oracle: all passes in context)",
+        ["probe", "n", "chance", *CONTROLS], acc_rows),
+    results.text(
+        (f"Must-show, recall >= 0.95 at K=16: {'met' if c16['acc'] >= 0.95 else 'NOT met'} "
+         f"({c16['acc']:.3f} [{c16['ci_low']:.3f}, {c16['ci_high']:.3f}], n = {c16['n']}). "
+         if c16 else "")
+        + f"Aim >= 0.9 at K={max(ks)}: {'reached' if ckmax['acc'] >= 0.9 else 'not reached'} "
+        f"({ckmax['acc']:.3f} [{ckmax['ci_low']:.3f}, {ckmax['ci_high']:.3f}]; chance "
+        f"{1 / max(ks):.3f})."),
+    results.text(
+        f"Must-show, elapsed passes (answer step only, k = 0..{k_max}, chance "
+        f"{elapsed['chance']:.2f}): reservoir {er['acc']:.3f} [{er['ci_low']:.3f}, "
+        f"{er['ci_high']:.3f}] vs stateless {es['acc']:.3f} [{es['ci_low']:.3f}, "
+        f"{es['ci_high']:.3f}] and reset {ez['acc']:.3f} [{ez['ci_low']:.3f}, "
+        f"{ez['ci_high']:.3f}]: non-overlapping 95% CIs {'met' if el_met else 'NOT met'}."),
+    results.figure(p_cap, f"Secret-word recall vs K with every control (95% Wilson CIs, n = "
+                   f"{n_test} test episodes per K); each K is tested with the readout trained at "
+                   f"the smallest K >= it among {train_ks}.", outputs),
+    results.figure(p_conf, f"Elapsed passes: confusion (row-normalised) of the reservoir, "
+                   f"stateless and reset controls on the same {elapsed['n']} test episodes.",
+                   outputs),
+    results.figure(p_idle, f"Idle retention: K = {idle_k} recall after k zero-input passes, "
+                   f"readouts trained with idle counts {list(idle_train)} mixed; n = "
+                   f"{idle_n_test} per point. At k = {idle_eval[-1]}: "
+                   + ", ".join(f"{lab} {s['acc']:.2f}" for lab, s in idle_last.items()) + ".",
+                   outputs),
+    results.table(
+        f"Held-out Shakespeare perplexity ({ppl_blocks} test blocks x {block_len} tokens, one "
+        "pass per block, state carried block to block)", ["condition", "PPL", "ΔPPL (%)"],
+        [[n, p.ppl, dppl[n]] for n, p in ppl.items()], fmt=".6g"),
+    results.figure(p_dppl, "ΔPPL vs the base model; dotted lines at ±1%.", outputs),
+    results.text(
+        f"Injected at init: ΔPPL = {ppl['injected, init'].ppl - base_ppl!r} exactly (NLL "
+        f"{ppl['injected, init'].nll!r} vs {ppl['base'].nll!r}); torch.equal of the logits of "
+        f"the first blocks: {init_equal}."),
+    results.text(
+        f"Target ΔPPL within 1% after training: {'met' if abs(d_trained) <= 1 else 'NOT met'} "
+        f"({d_trained:+.3f}% with the state carried from a probe pass; {d_carried:+.3f}% after "
+        f"{carried} carried passes)."),
+    results.text(
+        f"Stability: state norm {carry['norm']:.3f} after {carried} carried passes, "
+        f"{after_blocks['norm']:.3f} after the perplexity blocks, {idle_stab['norm']:.3g} after "
+        f"{idle_long} further idle passes; all finite: {stable}."),
+    results.table(
+        f"Greedy generation, {gen_tokens} tokens from {n_gen_prompts} held-out prompts (means): "
+        "4-gram repetition (fraction of repeated 4-grams), distinct-2, perplexity under the base",
+        ["model", "rep-4", "distinct-2", "base PPL"],
+        [[n, g["rep4"], g["distinct2"], g["base_ppl"]] for n, g in gen_mean.items()]),
+    results.text(
+        f"Injection overhead (forward, {block_len} tokens, batch 1, {overhead_reps} interleaved "
+        f"repetitions, trained gate open): median time ratio {ovh['median_ratio']:.3f} "
+        f"(IQR {ovh['ratio_q25_q75'][0]:.3f}-{ovh['ratio_q25_q75'][1]:.3f})."),
+    results.table("Training runs (wall time of the run as recorded; loaded = reused from the cache)",
+                  ["run", "config hash", "max steps", "steps run", "best val acc",
+                   "wall (min)", "loaded"], run_rows),
+    results.text(f"Longest training run: {max_run_min:.1f} CPU-minutes "
+                 f"({'within' if max_run_min <= 10 else 'over'} the 10-minute budget)."),
+]  # fmt: skip
+payload = {
+    "capacity": {k: capacity[k] for k in ks},
+    "elapsed": elapsed,
+    "idle_retention": {"idle_counts": idle_eval, "curves": idle_curves},
+    "perplexity": {n: p.summary | {"dppl_pct": dppl[n], "block_nll": p.block_nll}
+                   for n, p in ppl.items()},
+    "init_logits_equal": init_equal,
+    "stability": {"carried": carry, "after_blocks": after_blocks, "idle": idle_stab,
+                  "after_generation": gen_state},
+    "generation": gen, "generation_mean": gen_mean, "prompts": prompts,
+    "overhead": ovh,
+    "runs": {n: {"hash": r.hash, "config": r.config.to_dict(), "wall_time_s": r.wall_time_s,
+                 "loaded": r.loaded, "history": r.history} for n, r in runs.items()},
+    "settings": dict(model_name=model_name, layer=layer, ks=ks, train_ks=train_ks, n_test=n_test,
+                     idle_srs=idle_srs, idle_train=idle_train, ppl_blocks=ppl_blocks,
+                     block_len=block_len, carried=carried, idle_long=idle_long,
+                     gen_tokens=gen_tokens, torch_threads=threads),
+}  # fmt: skip
+path = results.save_results("03_h1_nondestruction", payload, outputs, seed=seed,
+                            model_name=model_name, wall_time_s=time.perf_counter() - t_start,
+                            findings=findings,
+                            extra_meta={"timing": {"h1_ppl_s": ppl_s, "generation_s": gen_s}})  # fmt: skip
+print(f"saved {outputs.rel(path)}")

@@ -1,0 +1,226 @@
+"""H1, non-destruction: does the injected reservoir leave the language model intact?
+
+Measurements of notebook 03 (logic only; the notebook chooses the settings):
+
+* :func:`perplexity`: held-out perplexity over token blocks, one block per
+  forward pass (batch 1), so an injected model's state is carried from block
+  to block exactly as in deployment; optionally returns the logits of the
+  first blocks for bit-exactness checks (:func:`torch.equal`).
+* :func:`carry_passes`: drive the state through many short passes (write-only
+  passes up to the injected layer, which advance the state exactly as a full
+  forward pass does, because the drive is read at layer L) and report its norm.
+* :func:`idle_passes`: many zero-input passes; norm and finiteness.
+* :func:`greedy_generate`, :func:`repetition`, :func:`distinct_n` and
+  :func:`continuation_nll`: greedy generation with the state advancing once
+  per forward call, its n-gram repetition, and its perplexity under the base.
+* :func:`overhead`: interleaved forward timing of the base vs the injected model.
+* :func:`readout_for` / :func:`probe_test_episodes`: which trained readout
+  serves which K in the capacity curve, and test episodes of a probe variant.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ran import probes as P
+
+
+@dataclass
+class PPL:
+    """Perplexity of a set of blocks (``nll`` is the mean per predicted token)."""
+
+    nll: float
+    ppl: float
+    tokens: int
+    block_nll: list[float]
+    finite: bool
+
+    @property
+    def summary(self) -> dict:
+        return {"nll": self.nll, "ppl": self.ppl, "tokens": self.tokens, "finite": self.finite}
+
+
+def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Per-token next-token negative log-likelihood, ``(B, T-1)``, in float64."""
+    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+    return -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
+def perplexity(model, blocks: torch.Tensor, keep_logits: int = 0) -> tuple[PPL, list[torch.Tensor]]:
+    """Perplexity of ``blocks`` (n, T), one forward pass per block, in order.
+
+    Parameters
+    ----------
+    model : causal LM (injected or not); an injected model's state is carried
+        across the blocks (and is whatever it was before the call).
+    blocks : torch.LongTensor
+        ``(n_blocks, block_len)`` token ids (e.g. :func:`ran.data.token_blocks`).
+    keep_logits : int
+        Return the logits of the first ``keep_logits`` blocks.
+
+    Returns
+    -------
+    PPL, list of torch.Tensor
+    """
+    if blocks.dim() != 2 or blocks.shape[1] < 2:
+        raise ValueError("blocks must have shape (n_blocks, block_len >= 2)")
+    nlls, kept = [], []
+    with torch.no_grad():
+        for i in range(blocks.shape[0]):
+            ids = blocks[i : i + 1]
+            logits = model(input_ids=ids, use_cache=False).logits
+            if i < keep_logits:
+                kept.append(logits.detach().clone())
+            nlls.append(token_nll(logits, ids).sum().item())
+    tokens = blocks.shape[0] * (blocks.shape[1] - 1)
+    nll = float(sum(nlls) / tokens)
+    per_block = [x / (blocks.shape[1] - 1) for x in nlls]
+    return PPL(nll, math.exp(nll), tokens, per_block, bool(np.isfinite(nlls).all())), kept
+
+
+def state_stats(handle) -> dict:
+    """Norm (L2, and RMS per unit) of the handle's state and whether it is finite."""
+    s = handle.state
+    if s is None:
+        return {"norm": 0.0, "rms": 0.0, "finite": True}
+    return {
+        "norm": float(s.norm()),
+        "rms": float(s.pow(2).mean().sqrt()),
+        "finite": bool(torch.isfinite(s).all()),
+    }
+
+
+def carry_passes(handle, tokenizer, texts: list[str], record_every: int = 50) -> dict:
+    """Drive the state through ``texts``, one write pass (batch 1) each, carrying it.
+
+    Returns the state norms every ``record_every`` passes and the final stats.
+    """
+    norms = []
+    with torch.no_grad():
+        for i, t in enumerate(texts):
+            ids, mask = P.batch_encode(tokenizer, [t])
+            handle.write_only(ids, mask)
+            if (i + 1) % record_every == 0 or i + 1 == len(texts):
+                norms.append((i + 1, state_stats(handle)["norm"]))
+    return {"passes": len(texts), "norm_trace": norms, **state_stats(handle)}
+
+
+def idle_passes(handle, n: int, record_every: int = 1000) -> dict:
+    """Run ``n`` zero-input passes from the current state; norms along the way."""
+    norms = []
+    with torch.no_grad():
+        done = 0
+        while done < n:
+            step = min(record_every, n - done)
+            handle.idle(step, batch_size=1)
+            done += step
+            norms.append((done, state_stats(handle)["norm"]))
+    return {"idle_passes": n, "norm_trace": norms, **state_stats(handle)}
+
+
+def greedy_generate(model, tokenizer, prompt: str, n_tokens: int) -> tuple[list[int], list[int]]:
+    """Greedy continuation of ``prompt`` by exactly ``n_tokens`` tokens (KV cache on).
+
+    With an injected model (``advance="forward"``) the state advances once per
+    forward call, i.e. once per generated token. Returns (prompt ids, new ids).
+    """
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n_tokens,
+            min_new_tokens=n_tokens,
+            do_sample=False,
+            pad_token_id=P.pad_id(tokenizer),
+        )
+    return ids[0].tolist(), out[0, ids.shape[1] :].tolist()
+
+
+def _ngrams(seq: list[int], n: int) -> list[tuple]:
+    return [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+
+
+def repetition(seq: list[int], n: int = 4) -> float:
+    """Fraction of the n-grams of ``seq`` that already occurred earlier in it (0 = none)."""
+    grams = _ngrams(list(seq), n)
+    if not grams:
+        raise ValueError(f"sequence of length {len(seq)} has no {n}-grams")
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def distinct_n(seq: list[int], n: int = 2) -> float:
+    """Distinct-n: number of distinct n-grams over the number of n-grams."""
+    return 1.0 - repetition(seq, n)
+
+
+def continuation_nll(model, prompt: list[int], cont: list[int]) -> float:
+    """Mean NLL of ``cont`` given ``prompt`` under ``model`` (one forward pass)."""
+    ids = torch.tensor([list(prompt) + list(cont)])
+    with torch.no_grad():
+        nll = token_nll(model(input_ids=ids, use_cache=False).logits, ids)
+    return float(nll[0, len(prompt) - 1 :].mean())
+
+
+def generation_stats(prompt: list[int], gen: list[int], base_model) -> dict:
+    """Repetition (4-gram), distinct-1/2 and base-model perplexity of a generation."""
+    nll = continuation_nll(base_model, prompt, gen)
+    return {
+        "rep4": repetition(gen, 4),
+        "distinct1": distinct_n(gen, 1),
+        "distinct2": distinct_n(gen, 2),
+        "base_ppl": math.exp(nll),
+        "n_tokens": len(gen),
+    }
+
+
+def overhead(plain, injected, seq_len: int = 256, reps: int = 10, seed: int = 0) -> dict:
+    """Median forward-time ratio injected / plain, interleaved (same run, batch 1)."""
+    from ran.bench.overhead import _time_forward
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, plain.config.vocab_size, (1, seq_len), generator=gen)
+    _time_forward(plain, ids), _time_forward(injected, ids)  # warm-up
+    tp, ti = [], []
+    for i in range(reps):
+        pair = [(plain, tp), (injected, ti)]
+        for m, acc in pair if i % 2 == 0 else pair[::-1]:
+            acc.append(_time_forward(m, ids))
+    r = np.array(ti) / np.array(tp)
+    return {
+        "seq_len": seq_len,
+        "reps": reps,
+        "median_plain_s": float(np.median(tp)),
+        "median_injected_s": float(np.median(ti)),
+        "median_ratio": float(np.median(r)),
+        "ratio_q25_q75": [float(np.quantile(r, 0.25)), float(np.quantile(r, 0.75))],
+    }
+
+
+def readout_for(k: int, trained: list[int]) -> int:
+    """The smallest trained K that is >= ``k`` (its readout serves the K-way test)."""
+    ok = sorted(t for t in trained if t >= k)
+    if not ok:
+        raise ValueError(f"no readout trained with K >= {k} (trained: {trained})")
+    return ok[0]
+
+
+def probe_test_episodes(probe: str, params: dict, seed: int, **override) -> list[P.Episode]:
+    """Test episodes of a probe whose train/val parameters are ``params`` (+ overrides).
+
+    The test split is drawn after the train and val splits (disjoint from them),
+    so overriding ``n_test`` or ``k`` never puts training episodes in the test set.
+    """
+    return P.make_probe(probe, **({"seed": seed} | params | override)).splits()["test"]
+
+
+def timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), wall seconds)``."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
