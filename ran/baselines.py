@@ -34,10 +34,6 @@ from ran.surgery_state import StateMixin
 KINDS = ("reservoir", "prefix", "additive", "persistent", "attractor", "recurrent")
 
 
-class _Stop(Exception):
-    """Raised at layer L by write_only() once the drive is consumed."""
-
-
 model_layers = S.model_layers  # kept as a public name of this module
 
 
@@ -121,13 +117,7 @@ class LayerHandle:
     # ------------------------------------------------------------------ passes
     def write_only(self, input_ids, attention_mask=None):
         """Run the model only up to layer L's attention, advancing the memory once."""
-        self._stop_after = True
-        try:
-            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            self._stop_after = False
+        S.run_to_layer(self, input_ids, attention_mask)
         return self.state
 
     def _pre_forward(self, module, args, kwargs):
@@ -169,7 +159,7 @@ class ReservoirHandle(StateMixin, LayerHandle):
         self.last_drive = u
         self._state = self.reservoir.step(self._read_state(u.shape[0]), u)
         if self._stop_after:
-            raise _Stop
+            raise S.StopAfterLayer
 
 
 # ----------------------------------------------------------------------------- additive
@@ -282,7 +272,7 @@ class PrefixHandle(ReservoirHandle):
         self._prefix_kv, self._capturing = {}, True
         try:
             self.base_model(inputs_embeds=emb, use_cache=False)
-        except _Stop:
+        except S.StopAfterLayer:
             pass
         finally:
             self._capturing = False
@@ -293,7 +283,7 @@ class PrefixHandle(ReservoirHandle):
             self._prefix_kv[layer] = (key, value)
             out = base_fn(module, query, key, value, mask, **kwargs)
             if self._stop_after and layer == self.layer:
-                raise _Stop
+                raise S.StopAfterLayer
             return out
         plain, weights = base_fn(module, query, key, value, mask, **kwargs)
         pk, pv = self._prefix_kv[layer]

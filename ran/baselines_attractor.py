@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ran.baselines import LayerHandle, _Stop
+from ran import slots as S
+from ran.baselines import LayerHandle
 from ran.surgery import InjectionConfig
 
 
@@ -234,7 +235,7 @@ class AttractorHandle(LayerHandle):
         self.last_drive = x
         self._state = self.update(self._state if self._state is not None else self._empty(b), x)
         if self._stop_after:
-            raise _Stop
+            raise S.StopAfterLayer
         return out, weights
 
     def _after_block(self, module, args, output):

@@ -185,6 +185,22 @@ def base_attention(attn_module, impl: str):
     return mod.ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager)
 
 
+class StopAfterLayer(Exception):
+    """Raised inside layer L by a handle's ``write_only()`` once the memory is written."""
+
+
+def run_to_layer(handle, input_ids, attention_mask=None) -> None:
+    """Run ``handle.model`` only as far as layer L: the handle raises :class:`StopAfterLayer`
+    there while ``handle._stop_after`` is set (the cheap pass that only writes the memory)."""
+    handle._stop_after = True
+    try:
+        handle.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except StopAfterLayer:
+        pass
+    finally:
+        handle._stop_after = False
+
+
 def model_layers(model):
     """(decoder blocks, their attention modules, the base model) of a supported causal LM."""
     mtype = getattr(getattr(model, "config", None), "model_type", None)

@@ -72,10 +72,6 @@ class InjectionConfig:
             raise ValueError(f"readout_scale must be >= 0, got {self.readout_scale}.")
 
 
-class _StopAfterLayer(Exception):
-    """Raised inside layer L by write_only() once the drive is written."""
-
-
 def inject(model, cfg: InjectionConfig | None = None) -> RANHandle:
     """Inject reservoir slots into one attention layer of ``model`` (in place).
 
@@ -187,13 +183,7 @@ class RANHandle(StateMixin):
 
         Returns the new state (B, N).
         """
-        self._stop_after = True
-        try:
-            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        except _StopAfterLayer:
-            pass
-        finally:
-            self._stop_after = False
+        S.run_to_layer(self, input_ids, attention_mask)
         return self._state
 
     def _pre_forward(self, module, args, kwargs):
@@ -249,7 +239,7 @@ class RANHandle(StateMixin):
         else:
             self._advance(self._state, u)
         if self._stop_after:
-            raise _StopAfterLayer
+            raise S.StopAfterLayer
         return out, weights
 
     def _advance(self, r: torch.Tensor | None, u: torch.Tensor) -> None:
