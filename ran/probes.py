@@ -251,12 +251,18 @@ class IdleRetention(SecretWord):
 
 @dataclass(frozen=True)
 class ElapsedPasses(Probe):
-    """Event pass, k filler passes of fresh Shakespeare lines, then "how many passes since?"."""
+    """Event pass, k filler passes of fresh Shakespeare lines, then "how many passes since?".
+
+    With ``pre_max > 0`` a random number of filler passes (0..pre_max) comes
+    before the event, so the number of passes since the reset no longer tells
+    the answer: the memory must mark the event itself.
+    """
 
     k_max: int = 4  # answers are 0..k_max, chance 1/(k_max+1)
     event_templates: tuple[str, ...] = EVENT_TEXT  # {context} optional
     question_templates: tuple[str, ...] = ELAPSED_QUESTION  # {context} optional
     answer_prefix: str = " "  # candidate continuation = answer_prefix + str(k)
+    pre_max: int = 0  # filler passes *before* the event, 0..pre_max (defeats counting from reset)
 
     name = "elapsed"
 
@@ -268,6 +274,8 @@ class ElapsedPasses(Probe):
             raise ValueError(f"k_max must be in 1..32, got {self.k_max}")
         if not self.event_templates or not self.question_templates:
             raise ValueError("event_templates and question_templates must be non-empty")
+        if not 0 <= self.pre_max <= 32:
+            raise ValueError(f"pre_max must be in 0..32, got {self.pre_max}")
 
     @property
     def n_candidates(self) -> int:
@@ -283,8 +291,14 @@ class ElapsedPasses(Probe):
             context=_sentences(lines, rng, self.context_lines)
         )
         cands = tuple(f"{self.answer_prefix}{i}" for i in range(self.k_max + 1))
-        passes = (event, *fillers, question)
+        pre: tuple[str, ...] = ()
+        if self.pre_max:  # drawn last, so pre_max = 0 leaves the earlier episodes unchanged
+            n_pre = rng.randrange(self.pre_max + 1)
+            pre = tuple(_sentences(lines, rng, self.context_lines) for _ in range(n_pre))
+        passes = (*pre, event, *fillers, question)
         info = (("k", k), ("event_template", e), ("question_template", q))
+        if self.pre_max:
+            info += (("pre", len(pre)),)
         return Episode(passes, (0,) * len(passes), cands, k, self.name, info)
 
 

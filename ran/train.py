@@ -9,18 +9,20 @@ reservoir and into the earlier passes (truncated at the episode boundary by
 ``detach_state``). Only the readout and gate (``handle.trainable_parameters()``,
 plus LoRA adapters if enabled) are trained.
 
+Non-destruction term (``kl_weight > 0``): each step also runs ``kl_batch``
+blocks of training-split Shakespeare through the injected model, with the
+state the question pass left behind, and adds ``kl_weight`` times the mean
+per-token KL(base || injected) of the next-token distributions; the base
+distribution is the same model with the gate closed (bit-identical to the
+untouched model). Without it the readout is free to open the gate as far as
+the probe likes, and the language model pays for it (notebook 03).
+
 Every run is keyed by a hash of its :class:`TrainConfig`: the config, seed,
 wall time and curves go to ``outputs.results/runs/<hash>.json`` and the trained
 parameters to ``outputs.cache/runs/<hash>/params.safetensors``; a run whose
 hash exists is loaded instead of retrained.
 
-:func:`evaluate` runs the controls on the identical test episodes, in the same
-batches: the trained reservoir, ``reset`` (state wiped before the question),
-``shuffled`` (states rolled by one across the batch, so every question sees
-another episode's state), ``stateless`` (gate closed, which
-:mod:`ran.slots` makes bit-identical to the base model; with LoRA enabled it
-is the adapted model) and ``oracle`` (every pass text in the question's
-context, gate closed).
+Evaluation with every control lives in :mod:`ran.episodes` (re-exported here).
 """
 
 from __future__ import annotations
@@ -36,13 +38,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ran import probes as P
+from ran.episodes import (  # noqa: F401  (re-exported: the public names of ran.train)
+    CONTROLS,
+    EpisodeRunner,
+    accuracy_summary,
+    evaluate,
+    wilson_interval,
+)
 from ran.reservoir import ReservoirConfig
 from ran.results import Outputs, package_versions, to_jsonable
 
-CONTROLS = ("reservoir", "reset", "shuffled", "stateless", "oracle")
 RUN_FORMAT = 1  # bump when the meaning of a saved run changes (invalidates the cache)
 # Fields added after runs were cached: left out of the hash while at their default.
-_HASH_OPTIONAL = {"kind": "reservoir"}
+_HASH_OPTIONAL = {"kind": "reservoir", "kl_weight": 0.0, "kl_batch": 4, "kl_len": 64}
 
 
 @dataclass
@@ -76,18 +84,25 @@ class TrainConfig:
     lora_alpha: int = 16  # LoRA alpha
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # LoRA target modules
     kind: str = "reservoir"  # memory mechanism, a ran.baselines kind (hashed only if not default)
+    kl_weight: float = 0.0  # weight of KL(base || injected) on plain text per step (0 = off)
+    kl_batch: int = 4  # text blocks per step for the KL term
+    kl_len: int = 64  # tokens per KL text block (training-split Shakespeare)
 
     def __post_init__(self):
         if isinstance(self.reservoir, dict):
             self.reservoir = ReservoirConfig(**self.reservoir)
         self.lora_targets = tuple(self.lora_targets)
         self.probe_params = dict(self.probe_params)
-        for name in ("steps", "batch_size", "n_slots", "eval_batch_size"):
+        for name in ("steps", "batch_size", "n_slots", "eval_batch_size", "kl_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "eval_every", "patience", "lora_r", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.kl_weight < 0 or self.kl_len < 2:
+            raise ValueError(
+                f"kl_weight must be >= 0 and kl_len >= 2, got {self.kl_weight}, {self.kl_len}"
+            )
         if not self.learning_rate > 0 or self.weight_decay < 0:
             raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -162,218 +177,6 @@ class TrainResult:
         eps = self.episodes[split]
         bs = self.config.eval_batch_size
         return evaluate(self.handle, self.tokenizer, eps, controls, bs, self.config.scoring)
-
-
-# ----------------------------------------------------------------------------- statistics
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion ``k / n``."""
-    if n <= 0 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def accuracy_summary(correct: torch.Tensor, chance: float) -> dict:
-    """Accuracy, its Wilson 95% CI and chance for a boolean vector of outcomes."""
-    k, n = int(correct.sum()), int(correct.numel())
-    lo, hi = wilson_interval(k, n)
-    return {"acc": k / n, "ci_low": lo, "ci_high": hi, "correct": k, "n": n, "chance": chance}
-
-
-# ----------------------------------------------------------------------------- running episodes
-def _position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Positions that start at 0 at each row's first real token (left padding)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-class EpisodeRunner:
-    """Runs batches of episodes pass by pass through an injected model.
-
-    Episodes of different lengths are right-aligned so every question pass
-    happens in the same final call; a row whose episode has not started yet
-    (or whose pass has fewer idle steps) keeps its state through the extra
-    calls, so mixed schedules batch exactly. Equal schedules need no masking.
-    """
-
-    def __init__(self, handle, tokenizer, scoring: str = "auto"):
-        self.h = handle
-        self.model = handle.model
-        self.tok = tokenizer
-        self.scoring = scoring
-        self.pad = P.pad_id(tokenizer)
-
-    # -- state helpers
-    def _state(self, batch: int) -> torch.Tensor:
-        s = self.h.state
-        return s if s is not None else torch.zeros(batch, self._units())
-
-    def _units(self) -> int:
-        from ran.baselines import state_width
-
-        return state_width(self.h)
-
-    def _keep(self, active: torch.Tensor, old: torch.Tensor) -> None:
-        if not bool(active.all()):
-            self.h.state = torch.where(active[:, None], self.h.state, old)
-
-    def _idle(self, counts: list[int]) -> None:
-        c = torch.tensor(counts)
-        for m in range(int(c.max()) if len(counts) else 0):
-            old = self._state(len(counts))
-            self.h.idle(1, batch_size=len(counts))
-            self._keep(c > m, old)
-
-    def write(self, texts: list[str], active: torch.Tensor | None = None) -> None:
-        """One cheap write pass (up to the injected layer) over a batch of texts."""
-        ids, mask = P.batch_encode(self.tok, texts)
-        old = self._state(len(texts)) if active is not None else None
-        self.h.write_only(ids, mask)
-        if active is not None:
-            self._keep(active, old)
-
-    # -- the question pass
-    def question_scores(self, episodes: list[P.Episode]) -> torch.Tensor:
-        """``(B, K)`` forced-choice scores of the question passes under the current state."""
-        qb = P.encode_question(self.tok, episodes, self.scoring)
-        if qb.first_token:
-            ids, mask = P.pad_left(qb.prompts, self.pad)
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=_position_ids(mask),
-                logits_to_keep=1,
-            )
-            return P.first_token_scores(out.logits[:, -1], qb.first_ids)
-        k = len(episodes[0].candidates)
-        ids, mask, cont = P.sequence_batch(qb, self.pad)
-        if self.h is not None and self.h.state is not None:
-            self.h.state = self.h.state.repeat_interleave(k, 0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask))
-        return P.sequence_scores(out.logits, ids, cont, k)
-
-    def run(self, episodes: list[P.Episode], control: str = "reservoir") -> torch.Tensor:
-        """Reset the reservoir, run every pass, and score the question pass.
-
-        Parameters
-        ----------
-        episodes : list of Episode
-        control : str
-            ``reservoir`` (normal), ``reset`` (state wiped before the question)
-            or ``shuffled`` (states rolled by one across the batch before the
-            question: each question sees another episode's state).
-
-        Returns
-        -------
-        torch.Tensor
-            ``(B, K)`` candidate scores (differentiable w.r.t. the readout).
-        """
-        if control not in ("reservoir", "reset", "shuffled"):
-            raise ValueError("EpisodeRunner.run control must be reservoir, reset or shuffled")
-        B = len(episodes)
-        T = max(len(e.passes) for e in episodes)
-        offsets = [T - len(e.passes) for e in episodes]
-        self.h.reset_state()
-        for s in range(T):
-            js = [s - o if s >= o else None for o in offsets]
-            active = torch.tensor([j is not None for j in js])
-            self._idle([episodes[i].idle[j] if j is not None else 0 for i, j in enumerate(js)])
-            if s == T - 1:
-                break
-            texts = [episodes[i].passes[j if j is not None else 0] for i, j in enumerate(js)]
-            self.write(texts, None if bool(active.all()) else active)
-        if control == "reset":
-            self.h.reset_state()
-        elif control == "shuffled":
-            if B < 2:
-                raise ValueError("the shuffled control needs batches of at least 2 episodes")
-            self.h.state = self._state(B).roll(1, 0)
-        return self.question_scores(episodes)
-
-
-# ----------------------------------------------------------------------------- evaluation
-def evaluate(
-    handle,
-    tokenizer,
-    episodes: list[P.Episode],
-    controls: tuple[str, ...] = CONTROLS,
-    batch_size: int = 32,
-    scoring: str = "auto",
-) -> dict:
-    """Forced-choice accuracy of every control on the identical episodes.
-
-    Parameters
-    ----------
-    handle : ran.surgery.RANHandle
-        The trained (or untrained) injection; ``handle.model`` is the model.
-    tokenizer
-        The model's tokenizer.
-    episodes : list of Episode
-        The test episodes; every control sees exactly these, in this order and
-        batching.
-    controls : tuple of str
-        Any of ``reservoir``, ``reset``, ``shuffled``, ``stateless`` (the base
-        model on the question pass alone) and ``oracle`` (the base model with
-        every pass text in the question's context).
-    batch_size : int
-        Episodes per batch (also the pool the shuffled control draws from).
-    scoring : {"auto", "first_token", "sequence"}
-
-    Returns
-    -------
-    dict
-        ``{control: {"acc", "ci_low", "ci_high", "correct", "n", "chance",
-        "pred"}}`` plus ``"answers"``, ``"n"`` and ``"chance"``.
-    """
-    bad = [c for c in controls if c not in CONTROLS]
-    if bad or not episodes:
-        raise ValueError(f"unknown controls {bad} or no episodes; controls are {CONTROLS}")
-    ks = {len(e.candidates) for e in episodes}
-    if len(ks) != 1:
-        raise ValueError("all episodes must have the same number of candidates")
-    chance = 1.0 / ks.pop()
-    runner = EpisodeRunner(handle, tokenizer, scoring)
-    model = handle.model
-    answers = torch.tensor([e.answer for e in episodes])
-    out: dict = {"answers": answers.tolist(), "n": len(episodes), "chance": chance}
-    chunks = [episodes[i : i + batch_size] for i in range(0, len(episodes), batch_size)]
-    if len(chunks) > 1 and len(chunks[-1]) == 1:  # the shuffled control needs >= 2 per batch
-        chunks[-2:] = [chunks[-2] + chunks[-1]]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for control in controls:
-            preds = []
-            for chunk in chunks:
-                if control in ("stateless", "oracle"):
-                    preds.append(_base_scores(runner, chunk, oracle=control == "oracle").argmax(1))
-                else:
-                    preds.append(runner.run(chunk, control).argmax(1))
-            pred = torch.cat(preds)
-            out[control] = accuracy_summary(pred == answers, chance) | {"pred": pred.tolist()}
-        handle.reset_state()
-    model.train(was_training)
-    return out
-
-
-def _base_scores(runner: EpisodeRunner, episodes: list[P.Episode], oracle: bool) -> torch.Tensor:
-    """Question scores of the base model (injection disabled), optionally in-context."""
-    if oracle:
-        episodes = [
-            P.Episode((e.oracle_prompt,), (0,), e.candidates, e.answer, e.probe, e.info)
-            for e in episodes
-        ]
-    h = runner.h
-    saved = h.slots.gate.detach().clone()
-    h.reset_state()
-    h.set_gate(0.0)  # tanh(0) = 0: the injected layer is bit-identical to the base layer
-    try:
-        return runner.question_scores(episodes)
-    finally:
-        h.set_gate(saved)
-        h.reset_state()
 
 
 # ----------------------------------------------------------------------------- training
@@ -513,6 +316,9 @@ def _fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     order: list[int] = []
     history = {"step": [], "loss": [], "lr": [], "val_step": [], "val_acc": []}
+    kl_term = _KLTerm(cfg, model, tok, handle) if cfg.kl_weight else None
+    if kl_term is not None:
+        history["kl"] = []
     best = (-1.0, 0, {n: p.detach().clone() for n, p in named.items()})
     evals_since_best = 0
     model.eval()  # no dropout: the base model is frozen and runs are deterministic
@@ -522,9 +328,14 @@ def _fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
             order += torch.randperm(len(train_eps), generator=gen).tolist()
         batch = [train_eps[i] for i in order[: cfg.batch_size]]
         del order[: cfg.batch_size]
+        base_logp = kl_term.base(step) if kl_term is not None else None
         scores = runner.run(batch, "reservoir")
         answers = torch.tensor([e.answer for e in batch])
         loss = torch.nn.functional.cross_entropy(scores, answers)
+        if kl_term is not None:
+            kl = kl_term(step, base_logp)
+            history["kl"].append(kl.item())
+            loss = loss + cfg.kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -556,3 +367,49 @@ def _fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
     history["best_val_acc"], history["best_step"] = best[0], best[1]
     handle.reset_state()
     return history
+
+
+class _KLTerm:
+    """Mean per-token KL(base || injected) on plain training-split text.
+
+    :meth:`base` must run before the step's graph is built (it closes the gate
+    in place); :meth:`__call__` then runs the same blocks with the gate open
+    and the state the question pass left behind (detached, first rows).
+    """
+
+    def __init__(self, cfg: TrainConfig, model, tok, handle):
+        from ran.data import token_blocks
+
+        if not hasattr(handle, "set_gate") or not handle.trainable_parameters():
+            raise ValueError(f"kl_weight needs a trainable gated mechanism, not {cfg.kind!r}")
+        self.cfg, self.model, self.h = cfg, model, handle
+        n = min(cfg.steps * cfg.kl_batch, 512)  # a fixed pool of blocks, cycled
+        self.blocks = token_blocks(tok, "train", cfg.kl_len, n)
+
+    def _ids(self, step: int) -> torch.Tensor:
+        n, b = self.blocks.shape[0], self.cfg.kl_batch
+        idx = [(step * b + i) % n for i in range(b)]
+        return self.blocks[idx]
+
+    def base(self, step: int) -> torch.Tensor:
+        """Log-probabilities of the base model (gate closed) on this step's blocks."""
+        saved = self.h.slots.gate.detach().clone()
+        self.h.reset_state()
+        try:
+            self.h.set_gate(0.0)
+            with torch.no_grad():
+                logits = self.model(input_ids=self._ids(step), use_cache=False).logits
+        finally:
+            self.h.set_gate(saved)
+            self.h.reset_state()
+        return torch.log_softmax(logits.float(), -1)
+
+    def __call__(self, step: int, base_logp: torch.Tensor) -> torch.Tensor:
+        ids = self._ids(step)
+        state = self.h.state
+        if state is not None:  # the question pass's end state, one row per block (cycled)
+            state = state.detach()[torch.arange(ids.shape[0]) % state.shape[0]]
+        self.h.state = state
+        logp = torch.log_softmax(self.model(input_ids=ids, use_cache=False).logits.float(), -1)
+        self.h.reset_state()
+        return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()

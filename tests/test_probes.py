@@ -42,6 +42,13 @@ def test_passes_are_fresh_contexts():
 def test_elapsed_and_idle_structure():
     for ep in probes.make_probe("elapsed", k_max=3, **SMALL).episodes("test"):
         assert len(ep.passes) == ep.answer + 2 and ep.candidates == (" 0", " 1", " 2", " 3")
+    pre = probes.make_probe("elapsed", k_max=3, pre_max=2, **SMALL).episodes("test")
+    for ep in pre:
+        n_pre = dict(ep.info)["pre"]
+        assert len(ep.passes) == n_pre + ep.answer + 2 and 0 <= n_pre <= 2
+    assert len({dict(ep.info)["pre"] for ep in pre}) == 3  # every pre-event count occurs
+    # passes since the reset no longer determine the answer
+    assert len({(len(ep.passes), ep.answer) for ep in pre}) > len({len(ep.passes) for ep in pre})
     idle = probes.make_probe("idle_retention", idle_steps=(0, 5), **SMALL).episodes("test")
     assert {ep.idle for ep in idle} == {(0, 0), (0, 5)}
 

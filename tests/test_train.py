@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from ran import episodes
 from ran import probes as P
 from ran import train as T
 from ran.reservoir import ReservoirConfig
@@ -84,7 +85,7 @@ def test_closed_gate_makes_every_state_control_the_base_model():
     eps = cfg.make_probe().episodes("test")[:8]
     runner = T.EpisodeRunner(h, tok)
     with torch.no_grad():
-        base = T._base_scores(runner, eps, oracle=False)
+        base = episodes._base_scores(runner, eps, oracle=False)
         for c in ("reservoir", "reset", "shuffled"):
             assert torch.equal(runner.run(eps, c), base)
 
@@ -141,3 +142,53 @@ def test_lora_adds_trainable_adapters(tmp_path):
     frozen = [p for n, p in res.model.named_parameters() if "lora_" not in n]
     assert not any(p.requires_grad for p in frozen)
     assert res.evaluate("val", ("reservoir",))["reservoir"]["n"] == 32
+
+
+def _text_kl(res, n_blocks=4):
+    """Mean KL(base || injected) on test-split text with a probe pass's state."""
+    from ran.data import token_blocks
+
+    blocks = token_blocks(res.tokenizer, "test", 32, n_blocks)
+    h = res.handle
+    gate = h.slots.gate.detach().clone()
+    with torch.no_grad():
+        h.reset_state()
+        h.set_gate(0.0)
+        base = torch.log_softmax(res.model(input_ids=blocks).logits, -1)
+        h.set_gate(gate)
+        h.reset_state()
+        ids, mask = P.batch_encode(res.tokenizer, ["dog"] * n_blocks)
+        h.write_only(ids, mask)
+        inj = torch.log_softmax(res.model(input_ids=blocks).logits, -1)
+    h.reset_state()
+    return float((base.exp() * (base - inj)).sum(-1).mean())
+
+
+def test_kl_term_starts_at_zero_and_keeps_the_model_closer_to_base(tmp_path):
+    cfg = dict(FAST, steps=20, eval_every=0, gate_init=1.0, learning_rate=5e-2)
+    free = T.train(T.TrainConfig(**cfg), _outputs(tmp_path, "free"), progress=False)
+    held = T.train(
+        T.TrainConfig(**cfg, kl_weight=200.0, kl_batch=2, kl_len=32),
+        _outputs(tmp_path, "held"),
+        progress=False,
+    )
+    assert "kl" not in free.history and len(held.history["kl"]) == 20
+    assert all(k >= 0 for k in held.history["kl"])
+    assert _text_kl(held) < 0.5 * _text_kl(free), (_text_kl(held), _text_kl(free))
+    with pytest.raises(ValueError, match="kl_weight"):
+        T.TrainConfig(kl_weight=-1.0)
+
+
+def test_kl_is_exactly_zero_with_the_gate_closed(tmp_path):
+    cfg = T.TrainConfig(**(FAST | dict(steps=1, eval_every=0, gate_init=0.0, kl_weight=1.0)))
+    res = T.train(cfg, _outputs(tmp_path), progress=False)
+    assert res.history["kl"] == [0.0]
+
+
+def test_default_kl_fields_leave_old_hashes_unchanged():
+    a = T.TrainConfig(**FAST)
+    d = a.to_dict()
+    for name in ("kl_weight", "kl_batch", "kl_len", "kind"):
+        d.pop(name)
+    assert T.TrainConfig.from_dict(d).config_hash() == a.config_hash()
+    assert T.TrainConfig(**FAST, kl_weight=1.0).config_hash() != a.config_hash()
