@@ -55,12 +55,14 @@ layer = 15  # injected layer, -1 for the middle layer
 threads = 1  # torch threads (the CPU is shared)
 steps = 150  # optimiser steps of the secret-word runs (upper bound, early stopping)
 lr = 0.02  # peak learning rate of every run
+kl_weight = 10.0  # weight of KL(base || injected) on plain text in every run (0 = off)
 n_train = 2400  # training episodes per probe
 n_test = 128  # test episodes per probe (identical for every control)
-k_list = "16,64"  # K of the capacity curve (comma string)
+k_list = "6,16,32,64"  # K of the capacity curve (comma string)
 train_k_list = "16,64"  # K with trained readouts (a K uses the next trained K up)
-elapsed_steps = 40  # optimiser steps of the elapsed-passes run
+elapsed_steps = 60  # optimiser steps of the elapsed-passes run
 k_max = 4  # elapsed passes: answers 0..k_max
+pre_max = 4  # filler passes before the event, 0..pre_max (counting from the reset fails)
 idle_sr_list = "0.9,1.1"  # spectral radii of the idle-retention runs
 idle_k = 8  # keys of the idle-retention probe
 idle_steps = 40  # optimiser steps of each idle-retention run
@@ -71,8 +73,8 @@ ppl_blocks = 16  # held-out blocks for perplexity
 block_len = 256  # tokens per block
 carried = 1000  # carried passes before the last perplexity
 idle_long = 10000  # idle passes of the stability check
-gen_tokens = 300  # greedy tokens per prompt
-n_gen_prompts = 1  # generation prompts
+gen_tokens = 500  # greedy tokens per prompt
+n_gen_prompts = 3  # generation prompts
 overhead_reps = 10  # interleaved timing repetitions
 
 # %%
@@ -90,7 +92,8 @@ idle_train = tuple(int(x) for x in idle_train_list.split(","))
 idle_eval = [int(x) for x in idle_eval_list.split(",")]
 WRITE = ("The secret word is {key}.",)
 common = dict(model_name=model_name, layer=None if layer < 0 else layer, learning_rate=lr,
-              batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed)  # fmt: skip
+              batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed,
+              kl_weight=kl_weight)  # fmt: skip
 sw_params = dict(n_train=n_train, n_val=64, n_test=128, write_templates=WRITE)
 t_start = time.perf_counter()
 print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={steps}")
@@ -121,7 +124,7 @@ for k in train_ks:
 # ### Elapsed passes (scored on the answer step only)
 
 # %%
-el_params = dict(k_max=k_max, n_train=n_train, n_val=64, n_test=n_test)
+el_params = dict(k_max=k_max, pre_max=pre_max, n_train=n_train, n_val=64, n_test=n_test)
 cfg = TrainConfig(probe="elapsed", probe_params=el_params, steps=elapsed_steps, **common)
 el_run = train(cfg, outputs, progress=False)
 runs["elapsed"] = el_run
@@ -244,7 +247,7 @@ max_run_min = max(r[5] for r in run_rows)
 acc_rows = [[f"secret word K={k} (readout K={h1.readout_for(k, train_ks)})", capacity[k]["n"],
              capacity[k]["chance"]] + [f"{capacity[k][c]['acc']:.3f} [{capacity[k][c]['ci_low']:.3f}, "
              f"{capacity[k][c]['ci_high']:.3f}]" for c in CONTROLS] for k in ks]  # fmt: skip
-acc_rows.append([f"elapsed passes (k_max={k_max})", elapsed["n"], elapsed["chance"]] + [
+acc_rows.append([f"elapsed passes (k_max={k_max}, 0..{pre_max} passes before the event)", elapsed["n"], elapsed["chance"]] + [
     f"{elapsed[c]['acc']:.3f} [{elapsed[c]['ci_low']:.3f}, {elapsed[c]['ci_high']:.3f}]"
     for c in CONTROLS])  # fmt: skip
 c16 = capacity[16]["reservoir"] if 16 in capacity else None
@@ -269,7 +272,8 @@ findings = [
         f"({ckmax['acc']:.3f} [{ckmax['ci_low']:.3f}, {ckmax['ci_high']:.3f}]; chance "
         f"{1 / max(ks):.3f})."),
     results.text(
-        f"Must-show, elapsed passes (answer step only, k = 0..{k_max}, chance "
+        f"Must-show, elapsed passes (answer step only, k = 0..{k_max}, 0..{pre_max} filler passes "
+        f"before the event so that counting passes since the reset does not give k; chance "
         f"{elapsed['chance']:.2f}): reservoir {er['acc']:.3f} [{er['ci_low']:.3f}, "
         f"{er['ci_high']:.3f}] vs stateless {es['acc']:.3f} [{es['ci_low']:.3f}, "
         f"{es['ci_high']:.3f}] and reset {ez['acc']:.3f} [{ez['ci_low']:.3f}, "

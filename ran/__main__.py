@@ -3,18 +3,17 @@
 - ``run --profile {smoke,default,paper} [--only 01,03] [-p name value]``: execute the
   notebooks in order with papermill, export HTML (see :mod:`ran.pipeline`).
 - ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
-- ``bench {sweep,overhead,all}``: speed ratios measured in one run, saved to data/results.
+- ``bench {overhead,passcost,sweep,notebooks,all} [--profile P]``: benchmarks measured in
+  one run, saved as sections of data/results/bench.json (see :mod:`ran.bench`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from ran.bench import BENCHES
 from ran.results import PROFILES, Outputs
-
-BENCHES = {"sweep": "ran.bench.sweep", "overhead": "ran.bench.overhead"}
 
 
 def _parse_value(text: str):
@@ -43,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", choices=PROFILES, default="default")
     rep.add_argument("--no-pdf", action="store_true")
 
-    bench = sub.add_parser("bench", help="benchmarks, saved to data/results/bench_*.json")
+    bench = sub.add_parser("bench", help="benchmarks, saved to data/results/bench.json")
     bench.add_argument("which", choices=[*BENCHES, "all"])
     bench.add_argument("--profile", choices=PROFILES, default="default")
     return parser
@@ -72,11 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PDF: {out['pdf']}")
         return 0
     if args.command == "bench":
-        names = list(BENCHES) if args.which == "all" else [args.which]
-        for name in names:
-            module = importlib.import_module(BENCHES[name])
-            result = module.run(Outputs(args.profile))
-            print(f"bench {name}: {result.get('summary', result)}")
+        from ran.bench import run_benches
+
+        run_benches(args.which, Outputs(args.profile))
         return 0
     return 2
 

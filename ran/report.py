@@ -20,6 +20,8 @@ import os
 import re
 from pathlib import Path
 
+from ran.diagram import FILENAME as ARCHITECTURE_PNG
+from ran.diagram import save_architecture
 from ran.results import REPO_ROOT, Outputs, check_profile
 
 FINDINGS = REPO_ROOT / "FINDINGS.md"
@@ -99,8 +101,7 @@ SUMMARY_ORDER = (
     "03_h1_nondestruction",
     "04_qwen_scaling",
     "05_seed_selection",
-    "bench_overhead",
-    "bench_sweep",
+    "bench",
 )
 HEADLINE_FIGURES = ("figures/03_capacity.png", "figures/01_metrics_vs_sr.png")
 
@@ -199,7 +200,8 @@ def report(profile: str = "default", pdf: bool = True, root: Path = REPO_ROOT) -
 
     The default profile rewrites the committed FINDINGS.md in place; other
     profiles write a filled copy to ``build/<profile>/FINDINGS.md`` and never
-    touch the committed one.
+    touch the committed one. The architecture schematic is redrawn into the
+    profile's ``figures/`` first (see :mod:`ran.diagram`).
     """
     outputs = Outputs(check_profile(profile), root=root)
     template = root / "FINDINGS.md"
@@ -209,6 +211,8 @@ def report(profile: str = "default", pdf: bool = True, root: Path = REPO_ROOT) -
         )
     target = template if profile == "default" else outputs.build / "FINDINGS.md"
     target.parent.mkdir(parents=True, exist_ok=True)
+    # the hand-placed architecture figure (no numbers): figures/ next to the filled FINDINGS
+    save_architecture(outputs.figure_path(ARCHITECTURE_PNG))
     text, filled = fill_markers(template.read_text(encoding="utf-8"), outputs, target.parent, root)
     target.write_text(text, encoding="utf-8")
     out = {"findings": str(target), "filled": filled}

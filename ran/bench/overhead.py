@@ -3,23 +3,23 @@
 Two copies of the same model are loaded: one untouched, one injected with the
 gate opened (the real cost: plain attention, slot attention, readout and one
 reservoir step at layer L). Each repetition times one forward pass of each on
-the same T = 256 tokens (batch 1; the fastest of ``inner`` passes), in an order that alternates between
-repetitions, so drifts in machine load hit both arms alike. The result is the
+the same T tokens (batch 1; T = 256 by default; the fastest of ``inner`` passes), in an
+order that alternates between repetitions, so drifts in machine load hit both arms alike. The result is the
 median of the per-repetition ratios with a percentile bootstrap CI.
 
-Run: ``python -m ran.bench.overhead [--profile default] [--reps 40]``.
+Run: ``python -m ran bench overhead [--profile default]`` (updates ``bench.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 
+from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
 from ran.models import SMOLLM2, load_model
-from ran.results import Outputs, save_results, table, text
+from ran.results import Outputs
 from ran.surgery import InjectionConfig, inject
 
 TARGET = 1.02  # the overhead budget of the design
@@ -65,14 +65,6 @@ def layer_extra_cost(handle, seq_len: int, reps: int = 200, seed: int = 0) -> di
         "base_ms": 1000 * float(np.median(t_base)),
         "injected_ms": 1000 * float(np.median(t_inj)),
     }
-
-
-def bootstrap_median_ci(x: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
-    """Percentile bootstrap CI of the median of ``x``."""
-    rng = np.random.default_rng(seed)
-    meds = np.median(rng.choice(x, size=(n_boot, len(x)), replace=True), axis=1)
-    lo, hi = np.quantile(meds, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def measure(
@@ -135,60 +127,32 @@ def measure(
     }
 
 
-def run(outputs: Outputs | None = None, reps: int = 40, threads: int = 1, seed: int = 0) -> dict:
-    """Measure, save ``bench_overhead.json`` and return the payload (with a summary)."""
-    outputs = outputs or Outputs()
+PROFILE_SETTINGS = {  # profile -> (model, tokens per pass, interleaved repetitions, inner)
+    "smoke": dict(model_name="tiny-llama", seq_len=64, reps=4, inner=1, warmup=1),
+    "default": dict(model_name=SMOLLM2, seq_len=256, reps=16, inner=1, warmup=1),
+    "paper": dict(model_name=SMOLLM2, seq_len=256, reps=40, inner=2, warmup=2),
+}
+
+
+def run(outputs: Outputs, seed: int = 0, **overrides) -> dict:
+    """Measure and return the ``overhead`` section of ``bench.json`` (with its checks)."""
+    settings = PROFILE_SETTINGS[outputs.profile] | overrides
     t0 = time.perf_counter()
-    res = measure(reps=reps, threads=threads, seed=seed)
-    wall = time.perf_counter() - t0
+    res = measure(threads=1, seed=seed, **settings)
     r, (lo, hi) = res["median_ratio"], res["ratio_ci95"]
-    verdict = "within" if hi <= TARGET else ("not within" if lo > TARGET else "not clearly within")
-    res["summary"] = (
-        f"injected/untouched forward latency on {res['model']} at T={res['seq_len']}: "
-        f"median ratio {r:.3f} (95% CI {lo:.3f}-{hi:.3f}, {res['reps']} interleaved reps, "
-        f"{res['threads']} thread(s)), {verdict} the {TARGET} budget; the extra work at "
-        f"layer L alone ({res['layer_call']['injected_ms'] - res['layer_call']['base_ms']:.2f} ms "
-        f"per pass) gives {res['ratio_from_layer_cost']:.4f}"
-    )
-    findings = [
-        table(
-            "Forward latency, untouched vs injected (gate open), same run, interleaved",
-            ["model", "T", "untouched (ms)", "injected (ms)", "median ratio", "CI low", "CI high"],
-            [
-                [
-                    res["model"],
-                    res["seq_len"],
-                    1000 * res["median_plain_s"],
-                    1000 * res["median_injected_s"],
-                    r,
-                    lo,
-                    hi,
-                ]
-            ],
-            fmt=".4g",
-        ),
-        text(res["summary"] + "."),
+    extra_ms = res["layer_call"]["injected_ms"] - res["layer_call"]["base_ms"]
+    res["checks"] = [
+        check(f"injected / untouched forward time (T = {res['seq_len']})", r, TARGET),
+        check("same, from the extra layer-L work alone", res["ratio_from_layer_cost"], TARGET),
     ]
-    save_results(
-        "bench_overhead",
-        res,
-        outputs,
-        seed=seed,
-        model_name=res["model"],
-        wall_time_s=wall,
-        findings=findings,
+    res["met"] = section_met(res["checks"][:1])
+    res["summary"] = (
+        f"Injected/untouched forward time on {res['model']} at T = {res['seq_len']}, batch 1: "
+        f"median ratio {r:.3f} (95% CI {lo:.3f}-{hi:.3f}, {res['reps']} interleaved "
+        f"repetitions, 1 thread; untouched {1000 * res['median_plain_s']:.0f} ms, injected "
+        f"{1000 * res['median_injected_s']:.0f} ms); target <= {TARGET}: "
+        f"{verdict(res['checks'][0]['met'])}. The extra work at layer L alone "
+        f"({extra_ms:.2f} ms per pass) gives {res['ratio_from_layer_cost']:.4f}"
     )
+    res["wall_time_s"] = time.perf_counter() - t0
     return res
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default")
-    parser.add_argument("--reps", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    print(run(Outputs(args.profile), reps=args.reps, threads=args.threads)["summary"])
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,151 @@
+"""``make bench``'s single results file: sections, fields and target flags (smoke sizes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ran.bench import BENCHES, notebooks, overhead, passcost, run_benches, store, sweep
+from ran.results import Outputs, save_results
+
+FIELDS = {
+    "overhead": ("median_ratio", "ratio_ci95", "median_plain_s", "median_injected_s", "target"),
+    "pass_cost": ("curve", "ratio", "figure", "caption", "target"),
+    "sweep": ("speedup_float64", "speedup_float32", "same_computation", "target"),
+    "notebooks": ("rows", "total_minutes", "target"),
+}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """Every section measured at smoke size under a temporary root; returns (outputs, doc)."""
+    outputs = Outputs("smoke", root=tmp_path_factory.mktemp("bench"))
+    small = passcost.PassCostConfig(model_name="tiny-llama", points=(1, 4, 16), reps=2, warmup=0)
+    store.update(outputs, {"overhead": overhead.run(outputs, reps=2, seq_len=32)})
+    store.update(outputs, {"pass_cost": passcost.run(outputs, small)})
+    store.update(outputs, {"sweep": sweep.run(outputs, repeats=1)})
+    run_benches("notebooks", outputs, progress=None)
+    doc = json.loads((outputs.results / "bench.json").read_text())
+    return outputs, doc
+
+
+def test_bench_json_has_every_section_with_its_fields(bench):
+    outputs, doc = bench
+    assert list(doc["results"]) == list(store.SECTIONS)
+    for name, fields in FIELDS.items():
+        sec = doc["results"][name]
+        missing = [f for f in (*fields, "checks", "met", "summary", "wall_time_s") if f not in sec]
+        assert not missing, f"section {name} lacks {missing}"
+    assert not list(outputs.results.glob("bench_*.json")), "per-bench files are gone"
+    assert doc["meta"]["name"] == "bench" and doc["meta"]["wall_time_s"] > 0
+
+
+def _holds(c: dict) -> bool:
+    return c["value"] <= c["target"] if c["op"] == "<=" else c["value"] >= c["target"]
+
+
+def test_target_flags_agree_with_the_numbers(bench):
+    _, doc = bench
+    for name, sec in doc["results"].items():
+        targeted = [c for c in sec["checks"] if c["target"] is not None]
+        assert targeted, f"section {name} states no target"
+        for c in sec["checks"]:
+            if c["target"] is None:
+                assert c["met"] is None
+            elif c["value"] is not None:
+                assert c["met"] == _holds(c), (name, c)
+        assert sec["met"] == all(c["met"] for c in targeted), name
+        assert store.verdict(targeted[0]["met"]) in sec["summary"], name
+    table = next(b for b in doc["findings"] if b["kind"] == "table")
+    assert table["columns"] == ["measure", "value", "target", "met"]
+    flat = [c for sec in doc["results"].values() for c in sec["checks"]]
+    assert [row[3] for row in table["rows"]] == [store.verdict(c["met"]) for c in flat]
+
+
+def test_pass_cost_section_measures_both_arms_at_every_point(bench):
+    outputs, doc = bench
+    sec = doc["results"]["pass_cost"]
+    points = sec["config"]["points"]
+    for arm in passcost.ARMS:
+        assert [row["t"] for row in sec["curve"][arm]] == points
+        assert all(len(row["times_s"]) == sec["config"]["reps"] for row in sec["curve"][arm])
+    cached = [row["cached_tokens"] for row in sec["curve"]["context"]]
+    assert cached == [(t - 1) * sec["config"]["pass_len"] for t in points]
+    assert (outputs.base / sec["figure"].split("build/smoke/", 1)[-1]).stat().st_size > 0
+    assert f"t = {points[-1]}" in sec["caption"]
+    assert any(b["kind"] == "figure" for b in doc["findings"])
+
+
+def test_one_section_update_keeps_the_others(bench):
+    outputs, doc = bench
+    new = json.loads(json.dumps(doc["results"]["sweep"]))
+    new["summary"] = "replaced"
+    sections = store.update(outputs, {"sweep": new})
+    assert sections["sweep"]["summary"] == "replaced"
+    for name in ("overhead", "pass_cost", "notebooks"):
+        assert sections[name] == doc["results"][name]
+
+
+def test_notebooks_table_reads_wall_times_from_results_meta(tmp_path):
+    outputs = Outputs("smoke", root=tmp_path)
+    save_results("01_dyn", {}, outputs, seed=0, wall_time_s=120.0)
+    save_results("02_surg", {}, outputs, seed=0, wall_time_s=60.0)
+    save_results("05_seeds", {}, outputs, seed=0, wall_time_s=1200.0)
+    pipeline = {"meta": {"name": "pipeline", "timing": {"02_surgery_nb": 90.0}}, "results": {}}
+    (outputs.results / "pipeline.json").write_text(json.dumps(pipeline))
+    sec = notebooks.run(outputs)
+    minutes = {r["notebook"][:2]: r["minutes"] for r in sec["rows"]}
+    assert minutes == {"01": 2.0, "02": 1.5, "03": None, "04": None, "05": 20.0}
+    assert sec["total_minutes"] == pytest.approx(23.5)
+    # missing notebooks: the 60-minute total cannot be met
+    assert sec["checks"][0]["value"] is None and sec["met"] is False
+    assert sec["checks"][1]["value"] == 20.0  # the longest, no target
+    assert "NOT met" in sec["summary"] and "03, 04" in sec["summary"]
+    for nb in ("03", "04"):
+        save_results(f"{nb}_x", {}, outputs, seed=0, wall_time_s=600.0)
+    sec = notebooks.run(outputs)
+    assert sec["checks"][0]["value"] == pytest.approx(43.5) and sec["met"] is True
+    save_results("03_y", {}, outputs, seed=0, wall_time_s=3000.0)  # the largest of 03's files
+    assert notebooks.run(outputs)["met"] is False  # 23.5 + 50 + 10 > 60
+
+
+def test_check_and_update_reject_bad_input(tmp_path):
+    assert store.check("x", 1.0, 2.0, "<=")["met"] is True
+    assert store.check("x", 1.0, 2.0, ">=")["met"] is False
+    assert store.check("x", 1.0, None)["met"] is None
+    with pytest.raises(ValueError, match="op must be"):
+        store.check("x", 1.0, 2.0, "<")
+    with pytest.raises(ValueError, match="unknown bench section"):
+        store.update(Outputs("smoke", root=tmp_path), {"speed": {}})
+    with pytest.raises(ValueError, match="lacks"):
+        store.update(Outputs("smoke", root=tmp_path), {"sweep": {"summary": "x"}})
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        run_benches("everything", Outputs("smoke", root=tmp_path))
+    assert set(BENCHES) == {"overhead", "passcost", "sweep", "notebooks"}
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(points=(2, 10)), dict(points=(1,)), dict(points=(1, 5, 5)), dict(reps=1)]
+)
+def test_pass_cost_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        passcost.PassCostConfig(**kwargs)
+
+
+def test_filled_cache_holds_the_prefix_length():
+    from ran.models import load_model
+
+    model, _ = load_model("tiny-llama")
+    cache = passcost.filled_cache(model, 48, seed=0)
+    assert cache.get_seq_length() == 48
+    assert passcost.filled_cache(model, 0, seed=0).get_seq_length() == 0
+
+
+def test_cli_bench_notebooks_writes_bench_json(tmp_path, monkeypatch):
+    from ran.__main__ import main
+
+    monkeypatch.setenv("RAN_ROOT", str(tmp_path))
+    assert main(["bench", "notebooks", "--profile", "smoke"]) == 0
+    doc = json.loads((tmp_path / "build/smoke/data/results/bench.json").read_text())
+    assert list(doc["results"]) == ["notebooks"]
