@@ -52,20 +52,22 @@ profile = "default"  # smoke | default | paper
 model_name = "smollm2-135m"  # the language model
 seed = 0  # readout init, data order, probe episodes
 layer = 15  # injected layer, -1 for the middle layer
-threads = 1  # torch threads (the CPU is shared)
-steps = 150  # optimiser steps of the secret-word runs (upper bound, early stopping)
+threads = 2  # torch threads (2 when the notebook has the machine to itself)
+steps = 200  # optimiser steps of the secret-word runs (upper bound, early stopping)
 lr = 0.02  # peak learning rate of every run
-kl_weight = 10.0  # weight of KL(base || injected) on plain text in every run (0 = off)
-n_train = 2400  # training episodes per probe
+kl_weight = 3.0  # weight of the KL divergence from the base model on plain text (0 = off)
+kl_batch = 2  # text blocks per step for the KL term
+kl_len = 48  # tokens per KL block
+n_train = 3200  # training episodes per probe
 n_test = 128  # test episodes per probe (identical for every control)
 k_list = "6,16,32,64"  # K of the capacity curve (comma string)
-train_k_list = "16,64"  # K with trained readouts (a K uses the next trained K up)
+train_k_list = "64"  # K with trained readouts (a K uses the next trained K up)
 elapsed_steps = 60  # optimiser steps of the elapsed-passes run
 k_max = 4  # elapsed passes: answers 0..k_max
 pre_max = 4  # filler passes before the event, 0..pre_max (counting from the reset fails)
 idle_sr_list = "0.9,1.1"  # spectral radii of the idle-retention runs
 idle_k = 8  # keys of the idle-retention probe
-idle_steps = 40  # optimiser steps of each idle-retention run
+idle_steps = 60  # optimiser steps of each idle-retention run
 idle_train_list = "0,1,2,4,8,16"  # idle counts mixed in training
 idle_eval_list = "0,2,8,32"  # idle counts tested
 idle_n_test = 48  # test episodes per idle count
@@ -93,7 +95,7 @@ idle_eval = [int(x) for x in idle_eval_list.split(",")]
 WRITE = ("The secret word is {key}.",)
 common = dict(model_name=model_name, layer=None if layer < 0 else layer, learning_rate=lr,
               batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed,
-              kl_weight=kl_weight)  # fmt: skip
+              kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
 sw_params = dict(n_train=n_train, n_val=64, n_test=128, write_templates=WRITE)
 t_start = time.perf_counter()
 print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={steps}")
@@ -115,7 +117,7 @@ for k in ks:
     capacity[k], t_eval = h1.timed(evaluate, res.handle, res.tokenizer, eps, CONTROLS, 32)
     print(f"K={k} (readout K={h1.readout_for(k, train_ks)}, {t_eval:.0f} s): "
           + ", ".join(f"{c} {capacity[k][c]['acc']:.3f}" for c in CONTROLS))  # fmt: skip
-main = trained[train_ks[0]]  # the first trained readout (K = 16 in default) for H1
+main = trained[train_ks[0]]  # the first trained readout (K = 64 in default) serves H1
 for k in train_ks:
     if trained[k] is not main:
         del trained[k].model, trained[k].handle

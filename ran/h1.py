@@ -199,6 +199,7 @@ def overhead(plain, injected, seq_len: int = 256, reps: int = 10, seed: int = 0)
         "median_injected_s": float(np.median(ti)),
         "median_ratio": float(np.median(r)),
         "ratio_q25_q75": [float(np.quantile(r, 0.25)), float(np.quantile(r, 0.75))],
+        "ratios": r.tolist(),
     }
 
 

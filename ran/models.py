@@ -34,30 +34,20 @@ TINY_VOCAB = len(TINY_SPECIALS) + 256
 
 # Tiny random configs: 4 layers, d=64, 4 query heads (2 KV heads for the GQA
 # architectures), enough to exercise every code path in well under a second.
+_GQA = dict(  # shared by the Qwen2 and Llama tiny configs (grouped-query attention)
+    num_hidden_layers=4,
+    hidden_size=64,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=1024,
+)
 _TINY = {
     "tiny-gpt2": dict(
         model_type="gpt2", n_layer=4, n_embd=64, n_head=4, n_positions=1024, n_inner=128
     ),
-    "tiny-qwen2": dict(
-        model_type="qwen2",
-        num_hidden_layers=4,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-    ),
-    "tiny-llama": dict(
-        model_type="llama",
-        num_hidden_layers=4,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-    ),
+    "tiny-qwen2": dict(model_type="qwen2", tie_word_embeddings=True, **_GQA),
+    "tiny-llama": dict(model_type="llama", tie_word_embeddings=False, **_GQA),
 }
 MODELS = {SMOLLM2: "SmolLM2-135M-Instruct (embedded GGUF, Llama arch, GQA)"} | {
     name: f"random {spec['model_type']} (4 layers, d=64), byte tokenizer"

@@ -372,9 +372,12 @@ def _fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
 class _KLTerm:
     """Mean per-token KL(base || injected) on plain training-split text.
 
+    The text blocks run as a stream of passes whose state is carried from step
+    to step (never reset, as in deployment), except that the first row starts
+    from the state the question pass left behind: the readout is held to the
+    base model both right after a probe and after many unrelated passes.
     :meth:`base` must run before the step's graph is built (it closes the gate
-    in place); :meth:`__call__` then runs the same blocks with the gate open
-    and the state the question pass left behind (detached, first rows).
+    in place).
     """
 
     def __init__(self, cfg: TrainConfig, model, tok, handle):
@@ -385,6 +388,7 @@ class _KLTerm:
         self.cfg, self.model, self.h = cfg, model, handle
         n = min(cfg.steps * cfg.kl_batch, 512)  # a fixed pool of blocks, cycled
         self.blocks = token_blocks(tok, "train", cfg.kl_len, n)
+        self.carried: torch.Tensor | None = None  # (kl_batch, N) state of the text stream
 
     def _ids(self, step: int) -> torch.Tensor:
         n, b = self.blocks.shape[0], self.cfg.kl_batch
@@ -406,10 +410,15 @@ class _KLTerm:
 
     def __call__(self, step: int, base_logp: torch.Tensor) -> torch.Tensor:
         ids = self._ids(step)
-        state = self.h.state
-        if state is not None:  # the question pass's end state, one row per block (cycled)
-            state = state.detach()[torch.arange(ids.shape[0]) % state.shape[0]]
-        self.h.state = state
+        b = ids.shape[0]
+        q = self.h.state  # the question pass's end state (B, N)
+        if q is not None:
+            q = q.detach()
+            state = q[torch.arange(b) % q.shape[0]]
+            if self.carried is not None:
+                state = torch.cat([state[:1], self.carried[1:]])
+            self.h.state = state
         logp = torch.log_softmax(self.model(input_ids=ids, use_cache=False).logits.float(), -1)
+        self.carried = None if self.h.state is None else self.h.state.detach()
         self.h.reset_state()
         return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()

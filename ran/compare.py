@@ -1,0 +1,313 @@
+"""One comparison of the cross-pass memory mechanisms on one model, every number with controls.
+
+For each kind of :data:`ran.baselines.KINDS`, :func:`compare_mechanism` returns:
+
+* secret-word recall as a K-way forced choice at every K of ``ks``, with the
+  readout trained once at ``K_train = max(ks)`` (the keys of a smaller K are
+  the first K keys, so the K_train readout serves every K), and every control
+  of :func:`ran.train.evaluate` on the identical test episodes;
+* elapsed passes (one training run of its own) with every control;
+* idle retention: the recall-trained readout tested after 0, 4, 16 ... idle
+  passes, *without* training on idle episodes;
+* held-out perplexity at init (gate closed: must equal the base exactly) and
+  after training with the state carried from a probe pass, with a paired
+  bootstrap 95% CI over blocks;
+* greedy generation (4-gram repetition, distinct-2, perplexity under the
+  base), the forward-time overhead ratio with a bootstrap 95% CI of its
+  median, the trainable parameter count and the training wall time.
+
+The attractor (:mod:`ran.baselines_attractor`) is not trained: it is evaluated
+as built, with its feedback gain ``g`` open; "trained" then means "feedback
+on". Training runs are cached by :func:`ran.train.train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ran import h1
+from ran import measure as M
+from ran.baselines import KINDS, make, trainable_count
+from ran.baselines_attractor import AttractorConfig
+from ran.episodes import CONTROLS, evaluate
+from ran.reservoir import ReservoirConfig
+from ran.train import TrainConfig, train
+
+IDLE_CONTROLS = ("reservoir", "reset", "stateless")
+
+
+@dataclass
+class CompareConfig:
+    """Everything one comparison measures; ``train`` holds further TrainConfig fields."""
+
+    model_name: str = "tiny-llama"  # a ran.models name or a local HF id
+    layer: int | None = None  # injected layer (None: the middle layer)
+    seed: int = 0  # readout init, data order, probe episodes, bootstrap
+    ks: tuple[int, ...] = (6, 16, 64)  # K of the recall test; the readout is trained at max(ks)
+    n_train: int = 2400  # training episodes per probe
+    n_val: int = 64  # validation episodes per probe (early stopping)
+    n_test: int = 128  # test episodes per probe and K (identical for every control)
+    steps: int = 150  # optimiser steps of each recall run (upper bound)
+    elapsed_steps: int = 40  # optimiser steps of each elapsed-passes run
+    batch_size: int = 16  # episodes per step
+    learning_rate: float = 0.02  # peak learning rate
+    kl_weight: float = 0.0  # KL(base || injected) weight of TrainConfig (0 = off)
+    reservoir: ReservoirConfig = field(default_factory=ReservoirConfig)  # fixed ESN
+    secret_params: dict = field(default_factory=dict)  # extra secret-word probe parameters
+    elapsed_params: dict = field(default_factory=dict)  # e.g. {"k_max": 4, "pre_max": 2}
+    idle_counts: tuple[int, ...] = (0, 4, 16)  # idle passes before the question
+    idle_k: int = 16  # keys of the idle-retention test (<= max(ks))
+    ppl_blocks: int = 16  # held-out blocks for perplexity
+    block_len: int = 256  # tokens per block (also the overhead sequence length)
+    gen_tokens: int = 500  # greedy tokens per prompt
+    n_gen_prompts: int = 1  # held-out generation prompts
+    overhead_reps: int = 10  # interleaved timing repetitions
+    train: dict = field(default_factory=dict)  # other TrainConfig fields (warmup_steps, ...)
+
+    def __post_init__(self):
+        self.ks = tuple(sorted(int(k) for k in self.ks))
+        self.idle_counts = tuple(int(n) for n in self.idle_counts)
+        if not self.ks or self.ks[0] < 2:
+            raise ValueError(f"ks must be a non-empty list of K >= 2, got {self.ks}")
+        if not 2 <= self.idle_k <= self.ks[-1] or min(self.idle_counts, default=-1) < 0:
+            raise ValueError("idle_k must be in 2..max(ks) and idle_counts non-empty and >= 0")
+        for name in ("n_test", "ppl_blocks", "gen_tokens", "n_gen_prompts", "overhead_reps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.block_len < 2:
+            raise ValueError(f"block_len must be >= 2, got {self.block_len}")
+        self.recall_config("reservoir"), self.elapsed_config("reservoir")  # validate both
+
+    @property
+    def k_train(self) -> int:
+        return self.ks[-1]
+
+    def _train_config(self, kind: str, probe: str, params: dict, steps: int) -> TrainConfig:
+        return TrainConfig(
+            model_name=self.model_name, layer=self.layer, reservoir=self.reservoir, kind=kind,
+            probe=probe, probe_params=params, steps=steps, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, kl_weight=self.kl_weight, seed=self.seed,
+            **self.train,
+        )  # fmt: skip
+
+    def secret(self) -> dict:
+        """Secret-word probe parameters of the recall run (K = K_train)."""
+        sizes = dict(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
+        return sizes | self.secret_params | {"k": self.k_train}
+
+    def recall_config(self, kind: str) -> TrainConfig:
+        return self._train_config(kind, "secret_word", self.secret(), self.steps)
+
+    def elapsed_config(self, kind: str) -> TrainConfig:
+        sizes = dict(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
+        return self._train_config(kind, "elapsed", sizes | self.elapsed_params, self.elapsed_steps)
+
+
+def compare_base(cc: CompareConfig) -> M.Base:
+    """:func:`ran.measure.base_reference` with the settings of a comparison."""
+    return M.base_reference(cc.model_name, cc.block_len, cc.ppl_blocks, cc.gen_tokens,
+                          cc.n_gen_prompts, cc.train.get("model_seed", 0))  # fmt: skip
+
+
+def run_summary(res) -> dict:
+    """Hash, config, wall time, cache flag and curve summary of a TrainResult."""
+    h = res.history
+    return {"hash": res.hash, "config": res.config.to_dict(), "wall_time_s": res.wall_time_s,
+            "loaded": res.loaded, "steps_run": len(h["step"]), "best_val_acc": h["best_val_acc"]}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- one mechanism
+def compare_mechanism(
+    kind: str,
+    cc: CompareConfig,
+    base: M.Base,
+    outputs=None,
+    attractor: AttractorConfig | None = None,
+    elapsed: bool = True,
+    progress: bool = False,
+    base_controls: bool = True,
+) -> dict:
+    """Every number of the comparison for one mechanism.
+
+    Parameters
+    ----------
+    kind : str
+        A :data:`ran.baselines.KINDS` name.
+    cc : CompareConfig
+    base : ran.measure.Base
+        From :func:`compare_base` (same ``cc``).
+    outputs : ran.results.Outputs, optional
+        Where training runs are cached.
+    attractor : AttractorConfig, optional
+        The attractor's settings (``kind="attractor"`` only; its ``gate`` > 0
+        turns the feedback on).
+    elapsed : bool
+        Run (train, for a trainable kind) and evaluate the elapsed-passes probe;
+        ``False`` leaves ``elapsed`` None (the costliest run, skippable).
+    progress : bool
+        Show training progress bars.
+    base_controls : bool
+        Also evaluate the ``stateless`` and ``oracle`` controls. They run the
+        base model (gate closed), identical for every mechanism: one
+        mechanism of a comparison needs them, the others may skip them.
+
+    Returns
+    -------
+    dict
+        ``kind``, ``trainable_params``, ``recall`` (K -> evaluation),
+        ``elapsed``, ``idle`` (count -> evaluation), ``dppl_init``,
+        ``dppl_trained``, ``generation``, ``overhead``, ``runs`` and
+        ``train_wall_s``.
+    """
+    from ran.models import load_model
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if attractor is not None and kind != "attractor":
+        raise ValueError("attractor settings apply only to kind='attractor'")
+    rc = cc.recall_config(kind)
+    options = {"attractor": attractor or AttractorConfig()} if kind == "attractor" else {}
+    runs, res = {}, None
+    if kind == "attractor":  # untrained: inject into a fresh copy of the model
+        model, tok = load_model(cc.model_name, seed=rc.model_seed)
+        handle = make(kind, model, rc.injection_config(), **options)
+    else:
+        res = train(rc, outputs, progress=progress)
+        model, tok, handle = res.model, res.tokenizer, res.handle
+        runs["recall"] = run_summary(res)
+    bs = rc.eval_batch_size
+    out: dict = {"kind": kind, "trainable_params": trainable_count(handle)}
+    controls = CONTROLS if base_controls else ("reservoir", "reset", "shuffled")
+    idle_controls = IDLE_CONTROLS if base_controls else ("reservoir", "reset")
+    out["recall"] = {
+        k: evaluate(handle, tok, h1.probe_test_episodes("secret_word", cc.secret(), cc.seed, k=k,
+                    n_test=cc.n_test), controls, bs, rc.scoring) for k in cc.ks
+    }  # fmt: skip
+    out["idle"] = {
+        n: evaluate(handle, tok, h1.probe_test_episodes("idle_retention", cc.secret(), cc.seed,
+                    k=cc.idle_k, idle_steps=(n,), n_test=cc.n_test), idle_controls, bs,
+                    rc.scoring) for n in cc.idle_counts
+    }  # fmt: skip
+    ec = cc.elapsed_config(kind)
+    if kind == "attractor" and elapsed:
+        eps = h1.probe_test_episodes("elapsed", ec.probe_params, cc.seed)
+        out["elapsed"] = evaluate(handle, tok, eps, controls, bs, ec.scoring)
+    out["dppl_init"] = M.dppl_at_init(base, kind, rc.injection_config(), **options)
+    out["dppl_trained"] = M.dppl_carried(base, model, handle, cc.seed)
+    out["generation"] = M.generate(model, handle, base, cc.gen_tokens)
+    out["overhead"] = M.overhead(base.model, model, cc.block_len, cc.overhead_reps, cc.seed)
+    handle.reset_state()
+    if kind == "attractor":
+        handle.remove()
+    model = handle = res = None  # free this model before the elapsed run loads another
+    out.setdefault("elapsed", None)
+    if kind != "attractor" and elapsed:
+        el = train(ec, outputs, progress=progress)
+        runs["elapsed"] = run_summary(el)
+        out["elapsed"] = el.evaluate("test", controls)
+        del el
+    out["runs"] = runs
+    out["train_wall_s"] = sum(r["wall_time_s"] for r in runs.values())
+    return out
+
+
+def fmt_acc(s: dict) -> str:
+    """``acc [lo, hi]`` of an accuracy summary."""
+    return f"{s['acc']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+
+
+def fmt_ci(v: float, ci, f: str = "+.2f") -> str:
+    """``v [lo, hi]`` (just ``v`` without a CI) in format ``f``."""
+    return f"{v:{f}}" if ci is None else f"{v:{f}} [{ci[0]:{f}}, {ci[1]:{f}}]"
+
+
+def comparison_rows(results: dict[str, dict], ks: tuple[int, ...]) -> tuple[list, list]:
+    """Rows of the two comparison tables: cross-pass probes, and cost / non-destruction.
+
+    The probe table ends with the stateless model, the oracle and chance (the
+    controls common to every mechanism, taken from the first result).
+    """
+    probe_rows, cost_rows = [], []
+    for label, r in results.items():
+        k_max, idle = ks[-1], r["idle"]
+        probe_rows.append(
+            [label, r["trainable_params"], *(fmt_acc(r["recall"][k]["reservoir"]) for k in ks),
+             fmt_acc(r["recall"][k_max]["reset"]), fmt_acc(r["recall"][k_max]["shuffled"]),
+             *_elapsed_cells(r["elapsed"], ("reservoir", "reset")),
+             *(fmt_acc(idle[n]["reservoir"]) for n in idle)]
+        )  # fmt: skip
+        g, o = r["generation"], r["overhead"]
+        cost_rows.append(
+            [label, r["trainable_params"], fmt_ci(r["dppl_init"]["dppl_pct"], r["dppl_init"]["ci95"]),
+             fmt_ci(r["dppl_trained"]["dppl_pct"], r["dppl_trained"]["ci95"]),
+             fmt_ci(g["rep4"]["mean"], g["rep4"]["ci95"], ".3f"),
+             fmt_ci(g["distinct2"]["mean"], g["distinct2"]["ci95"], ".3f"),
+             fmt_ci(g["base_ppl"]["mean"], g["base_ppl"]["ci95"], ".3g"),
+             fmt_ci(o["median_ratio"], o["ci95"], ".3f"), r["train_wall_s"] / 60]
+        )  # fmt: skip
+    first = reference(results)
+    el = next((r["elapsed"] for r in results.values() if r["elapsed"] and "stateless" in r["elapsed"]),
+              None)  # fmt: skip
+    n_idle = len(first["idle"])
+    for ctrl in ("stateless", "oracle"):
+        probe_rows.append(
+            [f"{ctrl} (base model)" if ctrl == "stateless" else "oracle (all passes in context)", 0,
+             *(fmt_acc(first["recall"][k][ctrl]) for k in ks), "", "",
+             *_elapsed_cells(el, (ctrl,)), "",
+             *(fmt_acc(s[ctrl]) if ctrl in s else "" for s in first["idle"].values())]
+        )  # fmt: skip
+    probe_rows.append(
+        ["chance", 0, *(f"{1 / k:.3f}" for k in ks), f"{1 / ks[-1]:.3f}", f"{1 / ks[-1]:.3f}",
+         *[f"{el['chance']:.3f}" if el else "n/a"] * 2,
+         *[f"{next(iter(first['idle'].values()))['chance']:.3f}"] * n_idle]
+    )  # fmt: skip
+    return probe_rows, cost_rows
+
+
+def reference(results: dict[str, dict]) -> dict:
+    """The first result that carries the base-model controls (stateless, oracle)."""
+    for r in results.values():
+        if "stateless" in next(iter(r["recall"].values())):
+            return r
+    raise ValueError("no mechanism of the comparison was evaluated with base_controls=True")
+
+
+def _elapsed_cells(ev: dict | None, controls: tuple[str, ...]) -> list[str]:
+    return [fmt_acc(ev[c]) if ev else "n/a" for c in controls]
+
+
+def probe_columns(ks: tuple[int, ...], idle_counts: tuple[int, ...]) -> list[str]:
+    """Column names of the probe table of :func:`comparison_rows`."""
+    return ["mechanism", "trainable params", *(f"recall K={k}" for k in ks),
+            f"reset K={ks[-1]}", f"shuffled K={ks[-1]}", "elapsed", "elapsed reset",
+            *(f"idle {n}" for n in idle_counts)]  # fmt: skip
+
+
+COST_COLUMNS = ["mechanism", "trainable params", "ΔPPL init (%)", "ΔPPL trained (%)", "rep-4",
+                "distinct-2", "gen. base PPL", "overhead ratio", "train wall (min)"]  # fmt: skip
+
+
+def no_state_check(results: dict[str, dict], ks: tuple[int, ...], stateful: str = "reservoir",
+                   static: str = "persistent") -> dict:  # fmt: skip
+    """Per K: does ``static`` carry no state, are it and the stateless model at chance, and
+    is ``stateful`` above both (non-overlapping 95% Wilson CIs)?
+
+    ``same_as_reset`` compares the static mechanism's predictions with and
+    without its state reset before the question: identical for a mechanism
+    without state, whatever it learned.
+    """
+    out = {}
+    for k in ks:
+        r, p = results[stateful]["recall"][k], results[static]["recall"][k]
+        s, pr, c = reference(results)["recall"][k]["stateless"], p["reservoir"], 1 / k
+        out[k] = {
+            "chance": c,
+            "reservoir": r["reservoir"],
+            "static": pr,
+            "stateless": s,
+            "same_as_reset": p["reservoir"]["pred"] == p["reset"]["pred"],
+            "static_at_chance": pr["ci_low"] <= c <= pr["ci_high"],
+            "stateless_at_chance": s["ci_low"] <= c <= s["ci_high"],
+            "above": r["reservoir"]["ci_low"] > max(pr["ci_high"], s["ci_high"]),
+        }
+    return out

@@ -1,0 +1,140 @@
+"""Measurements of an injected model against its base: perplexity, generation, overhead.
+
+* :func:`base_reference`: the untouched model, its held-out perplexity blocks,
+  first-block logits and greedy generations, measured once (:class:`Base`).
+* :func:`dppl_at_init`: a mechanism injected with its gate closed; ΔPPL must
+  be exactly 0 and the logits ``torch.equal`` to the base's.
+* :func:`dppl_carried`: ΔPPL of a (trained) injected model with the state
+  carried from one probe pass and then from block to block.
+* :func:`dppl`: ΔPPL with a paired percentile bootstrap 95% CI over blocks.
+* :func:`generate`: greedy generations, their 4-gram repetition, distinct-2
+  and perplexity under the base, as means with Student-t 95% CIs.
+* :func:`overhead`: interleaved forward timing, median ratio with a bootstrap
+  95% CI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ran import h1
+from ran.baselines import make
+
+PROBE_TEXT = "The secret word is apple."  # the pass whose state the perplexity blocks carry
+
+
+@dataclass
+class Base:
+    """The untouched model and everything measured on it once."""
+
+    model: object
+    tokenizer: object
+    blocks: torch.Tensor
+    ppl: h1.PPL
+    logits: list
+    prompts: list[str]
+    generation: dict
+
+
+def base_reference(
+    model_name: str,
+    block_len: int,
+    ppl_blocks: int,
+    gen_tokens: int = 0,
+    n_gen_prompts: int = 1,
+    model_seed: int = 0,
+) -> Base:
+    """Load the untouched model: its perplexity, first-block logits and generations.
+
+    ``gen_tokens = 0`` skips the generations (``Base.generation`` stays empty).
+    """
+    from ran.data import shakespeare_lines, token_blocks
+    from ran.models import load_model
+
+    plain, tok = load_model(model_name, seed=model_seed)
+    blocks = token_blocks(tok, "test", block_len, ppl_blocks)
+    ppl, logits = h1.perplexity(plain, blocks, keep_logits=1)
+    lines = [ln for ln in shakespeare_lines("test") if len(ln) >= 40]
+    prompts = [lines[i * len(lines) // n_gen_prompts] for i in range(n_gen_prompts)]
+    base = Base(plain, tok, blocks, ppl, logits, prompts, {})
+    if gen_tokens:
+        base.generation = generate(plain, None, base, gen_tokens)
+    return base
+
+
+def mean_ci(values: list[float]) -> dict:
+    """Mean and Student-t 95% CI (None with fewer than two values)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return {"mean": float(x.mean()), "ci95": None, "n": len(x)}
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return {"mean": float(x.mean()), "ci95": [x.mean() - half, x.mean() + half], "n": len(x)}
+
+
+def dppl(base: Base, ppl: h1.PPL, n_boot: int = 2000, seed: int = 0) -> dict:
+    """ΔPPL (%) against the base with a paired percentile bootstrap 95% CI over blocks."""
+    a, b = np.asarray(base.ppl.block_nll), np.asarray(ppl.block_nll)
+    idx = np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))
+    boot = 100 * (np.exp(b[idx].mean(1) - a[idx].mean(1)) - 1)
+    return ppl.summary | {
+        "dppl_pct": 100 * (ppl.ppl / base.ppl.ppl - 1),
+        "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+    }
+
+
+def dppl_at_init(base: Base, kind: str, cfg, **options) -> dict:
+    """Perplexity with ``kind`` injected into the base model, gate closed; then removed."""
+    h = make(kind, base.model, dataclasses.replace(cfg, gate_init=0.0), **options)
+    try:
+        h.set_gate(0.0)
+        ppl, logits = h1.perplexity(base.model, base.blocks, keep_logits=1)
+    finally:
+        h.remove()
+    equal = all(torch.equal(a, b) for a, b in zip(base.logits, logits, strict=True))
+    return dppl(base, ppl) | {"logits_equal": equal}
+
+
+def dppl_carried(base: Base, model, handle, seed: int = 0) -> dict:
+    """Perplexity of an injected model with the state carried from one probe pass."""
+    from ran import probes as P
+
+    handle.reset_state()
+    ids, mask = P.batch_encode(base.tokenizer, [PROBE_TEXT])
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    ppl, _ = h1.perplexity(model, base.blocks)
+    handle.reset_state()
+    return dppl(base, ppl, seed=seed)
+
+
+def generate(model, handle, base: Base, n_tokens: int) -> dict:
+    """Greedy generations from ``base.prompts`` (fresh state each); means with t-CIs."""
+    per = []
+    for p in base.prompts:
+        if handle is not None:
+            handle.reset_state()
+        pid, gen = h1.greedy_generate(model, base.tokenizer, p, n_tokens)
+        per.append(h1.generation_stats(pid, gen, base.model) | {"text": base.tokenizer.decode(gen)})
+    if handle is not None:
+        handle.reset_state()
+    stats = {m: mean_ci([s[m] for s in per]) for m in ("rep4", "distinct2", "base_ppl")}
+    return {"per_prompt": per, **stats}
+
+
+def median_ci(x, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% CI of the median of ``x``."""
+    meds = np.median(np.random.default_rng(seed).choice(x, (n_boot, len(x))), axis=1)
+    return float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))
+
+
+def overhead(plain, injected, seq_len: int, reps: int, seed: int = 0) -> dict:
+    """:func:`ran.h1.overhead` plus a bootstrap 95% CI of the median ratio."""
+    out = h1.overhead(plain, injected, seq_len, reps, seed)
+    return out | {"ci95": list(median_ci(np.array(out["ratios"]), seed=seed))}
