@@ -15,6 +15,7 @@ context, gate closed). Accuracies carry 95% Wilson intervals.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -225,12 +226,22 @@ def _base_scores(runner: EpisodeRunner, episodes: list[P.Episode], oracle: bool)
             P.Episode((e.oracle_prompt,), (0,), e.candidates, e.answer, e.probe, e.info)
             for e in episodes
         ]
-    h = runner.h
-    saved = h.slots.gate.detach().clone()
-    h.reset_state()
-    h.set_gate(0.0)  # tanh(0) = 0: the injected layer is bit-identical to the base layer
-    try:
+    with closed_gate(runner.h):
         return runner.question_scores(episodes)
+
+
+@contextlib.contextmanager
+def closed_gate(handle):
+    """Run the base model through an injected one: state wiped, gate closed, both restored.
+
+    tanh(0) = 0 makes the injected layer bit-identical to the base layer. The
+    gate is changed in place, so no graph that uses it may be built inside.
+    """
+    saved = handle.slots.gate.detach().clone()
+    handle.reset_state()
+    handle.set_gate(0.0)
+    try:
+        yield handle
     finally:
-        h.set_gate(saved)
-        h.reset_state()
+        handle.set_gate(saved)
+        handle.reset_state()

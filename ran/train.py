@@ -10,8 +10,8 @@ reservoir and into the earlier passes (truncated at the episode boundary by
 plus LoRA adapters if enabled) are trained.
 
 Non-destruction term (``kl_weight > 0``): each step also runs ``kl_batch``
-blocks of training-split Shakespeare through the injected model, with the
-state the question pass left behind, and adds ``kl_weight`` times the mean
+blocks of training-split Shakespeare through the injected model, as a stream
+whose state is carried from step to step (see :class:`_KLTerm`), and adds ``kl_weight`` times the mean
 per-token KL(base || injected) of the next-token distributions; the base
 distribution is the same model with the gate closed (bit-identical to the
 untouched model). Without it the readout is free to open the gate as far as
@@ -42,6 +42,7 @@ from ran.episodes import (  # noqa: F401  (re-exported: the public names of ran.
     CONTROLS,
     EpisodeRunner,
     accuracy_summary,
+    closed_gate,
     evaluate,
     wilson_interval,
 )
@@ -397,15 +398,8 @@ class _KLTerm:
 
     def base(self, step: int) -> torch.Tensor:
         """Log-probabilities of the base model (gate closed) on this step's blocks."""
-        saved = self.h.slots.gate.detach().clone()
-        self.h.reset_state()
-        try:
-            self.h.set_gate(0.0)
-            with torch.no_grad():
-                logits = self.model(input_ids=self._ids(step), use_cache=False).logits
-        finally:
-            self.h.set_gate(saved)
-            self.h.reset_state()
+        with closed_gate(self.h), torch.no_grad():
+            logits = self.model(input_ids=self._ids(step), use_cache=False).logits
         return torch.log_softmax(logits.float(), -1)
 
     def __call__(self, step: int, base_logp: torch.Tensor) -> torch.Tensor:

@@ -150,13 +150,9 @@ def _text_kl(res, n_blocks=4):
 
     blocks = token_blocks(res.tokenizer, "test", 32, n_blocks)
     h = res.handle
-    gate = h.slots.gate.detach().clone()
     with torch.no_grad():
-        h.reset_state()
-        h.set_gate(0.0)
-        base = torch.log_softmax(res.model(input_ids=blocks).logits, -1)
-        h.set_gate(gate)
-        h.reset_state()
+        with episodes.closed_gate(h):
+            base = torch.log_softmax(res.model(input_ids=blocks).logits, -1)
         ids, mask = P.batch_encode(res.tokenizer, ["dog"] * n_blocks)
         h.write_only(ids, mask)
         inj = torch.log_softmax(res.model(input_ids=blocks).logits, -1)
