@@ -39,9 +39,9 @@ import torch
 
 from ran import h1, probe_viz, results
 from ran.data import shakespeare_lines, token_blocks
+from ran.memo import memo
 from ran.models import load_model
 from ran.reservoir import ReservoirConfig
-from ran.surgery import inject
 from ran.train import CONTROLS, TrainConfig, evaluate, train
 
 # %% [markdown]
@@ -114,7 +114,8 @@ for k in train_ks:
 for k in ks:
     res = trained[h1.readout_for(k, train_ks)]
     eps = h1.probe_test_episodes("secret_word", sw_params, seed, k=k, n_test=n_test)
-    capacity[k], t_eval = h1.timed(evaluate, res.handle, res.tokenizer, eps, CONTROLS, 32)
+    capacity[k], t_eval = h1.timed(memo, outputs, "capacity", dict(run=res.hash, k=k, n=n_test),
+                                   evaluate, res.handle, res.tokenizer, eps, CONTROLS, 32)  # fmt: skip
     print(f"K={k} (readout K={h1.readout_for(k, train_ks)}, {t_eval:.0f} s): "
           + ", ".join(f"{c} {capacity[k][c]['acc']:.3f}" for c in CONTROLS))  # fmt: skip
 main = trained[train_ks[0]]  # the first trained readout (K = 64 in default) serves H1
@@ -147,9 +148,9 @@ for sr in idle_srs:
     r = train(cfg, outputs, progress=False)
     runs[f"idle_retention sr={sr:g}"] = r
     idle_curves[f"sr={sr:g}"] = [
-        evaluate(r.handle, r.tokenizer,
-                 h1.probe_test_episodes("idle_retention", id_params, seed, idle_steps=(n,),
-                                        n_test=idle_n_test), ("reservoir",), 32)["reservoir"]
+        memo(outputs, "idle", dict(run=r.hash, idle=n, n=idle_n_test), evaluate, r.handle,
+             r.tokenizer, h1.probe_test_episodes("idle_retention", id_params, seed,
+             idle_steps=(n,), n_test=idle_n_test), ("reservoir",), 32)["reservoir"]
         for n in idle_eval
     ]  # fmt: skip
     print(f"sr={sr:g}: " + ", ".join(f"{s['acc']:.2f}" for s in idle_curves[f"sr={sr:g}"]))
@@ -162,24 +163,13 @@ for sr in idle_srs:
 t_h1 = time.perf_counter()
 plain, tok = load_model(model_name, seed=0)
 blocks = token_blocks(tok, "test", block_len, ppl_blocks)
-ppl = {}
-ppl["base"], logits_base = h1.perplexity(plain, blocks, keep_logits=2)
-h_init = inject(plain, main.config.injection_config())
-ppl["injected, init"], logits_init = h1.perplexity(plain, blocks, keep_logits=2)
-init_equal = all(torch.equal(a, b) for a, b in zip(logits_base, logits_init, strict=True))
-h_init.remove()
-H = main.handle
-H.reset_state()
-ids, mask = h1.P.batch_encode(tok, ["The secret word is apple."])
-with torch.no_grad():
-    main.model(input_ids=ids, attention_mask=mask)
-ppl["trained, carried from a probe pass"], _ = h1.perplexity(main.model, blocks)
-H.reset_state()
 lines = [ln for ln in shakespeare_lines("train") if len(ln) >= 20][:carried]
-carry = h1.carry_passes(H, tok, lines)
-ppl[f"trained, after {carried} carried passes"], _ = h1.perplexity(main.model, blocks)
-after_blocks = h1.state_stats(H)
-idle_stab = h1.idle_passes(H, idle_long)
+h1_key = dict(
+    run=main.hash, blocks=ppl_blocks, block_len=block_len, carried=carried, idle=idle_long
+)
+nd = memo(outputs, "h1", h1_key, h1.nondestruction, plain, main, blocks, lines, idle_long)
+ppl, init_equal, carry = nd["ppl"], nd["init_equal"], nd["carry"]
+after_blocks, idle_stab = nd["after_blocks"], nd["idle"]
 ppl_s = time.perf_counter() - t_h1
 base_ppl = ppl["base"].ppl
 dppl = {name: 100 * (p.ppl / base_ppl - 1) for name, p in ppl.items()}
@@ -194,20 +184,13 @@ print(f"after {carried} carried passes: {carry['norm']:.3f}; after {idle_long} i
 t_gen = time.perf_counter()
 test_lines = [ln for ln in shakespeare_lines("test") if len(ln) >= 40]
 prompts = [test_lines[i * len(test_lines) // max(1, n_gen_prompts)] for i in range(n_gen_prompts)]
-gen = {"base": [], "ran (trained, carried)": []}
-for p in prompts:
-    pid, g_base = h1.greedy_generate(plain, tok, p, gen_tokens)
-    H.reset_state()
-    _, g_ran = h1.greedy_generate(main.model, tok, p, gen_tokens)
-    gen["base"].append(h1.generation_stats(pid, g_base, plain) | {"text": tok.decode(g_base)})
-    gen["ran (trained, carried)"].append(
-        h1.generation_stats(pid, g_ran, plain) | {"text": tok.decode(g_ran)}
-    )
-gen_state = h1.state_stats(H)
+gen = memo(outputs, "generation", dict(run=main.hash, prompts=prompts, tokens=gen_tokens),
+           h1.generation_pair, plain, main, prompts, gen_tokens)  # fmt: skip
+gen_state = gen.pop("state")
 gen_mean = {n: {m: float(np.mean([s[m] for s in v])) for m in ("rep4", "distinct2", "base_ppl")}
             for n, v in gen.items()}  # fmt: skip
 gen_s = time.perf_counter() - t_gen
-H.reset_state()
+main.handle.reset_state()
 ovh = h1.overhead(plain, main.model, seq_len=block_len, reps=overhead_reps, seed=seed)
 print(gen_mean, f"({gen_s:.0f} s); overhead ratio {ovh['median_ratio']:.3f}")
 

@@ -138,7 +138,7 @@ print(f"profile={profile}: {model_name}, kinds={kind_list}, K={ks} (trained at {
 
 # %%
 t_cmp = time.perf_counter()
-base = compare.compare_base(cc)
+base = compare.compare_base(cc, outputs)
 cmp, failed = {}, {}  # failed: label -> the error that stopped it (reported, not hidden)
 for kind in kind_list:
     variants = ([("attractor (no gating)", compare_claims.ungated(attractor_gate)),

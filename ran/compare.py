@@ -30,6 +30,7 @@ from ran import measure as M
 from ran.baselines import KINDS, make, trainable_count
 from ran.baselines_attractor import AttractorConfig
 from ran.episodes import CONTROLS, evaluate
+from ran.memo import memo
 from ran.reservoir import ReservoirConfig
 from ran.train import TrainConfig, train
 
@@ -103,10 +104,10 @@ class CompareConfig:
         return self._train_config(kind, "elapsed", sizes | self.elapsed_params, self.elapsed_steps)
 
 
-def compare_base(cc: CompareConfig) -> M.Base:
+def compare_base(cc: CompareConfig, outputs=None) -> M.Base:
     """:func:`ran.measure.base_reference` with the settings of a comparison."""
     return M.base_reference(cc.model_name, cc.block_len, cc.ppl_blocks, cc.gen_tokens,
-                          cc.n_gen_prompts, cc.train.get("model_seed", 0))  # fmt: skip
+                          cc.n_gen_prompts, cc.train.get("model_seed", 0), outputs)  # fmt: skip
 
 
 def run_summary(res) -> dict:
@@ -157,14 +158,24 @@ def compare_mechanism(
         ``kind``, ``trainable_params``, ``recall`` (K -> evaluation),
         ``elapsed``, ``idle`` (count -> evaluation), ``dppl_init``,
         ``dppl_trained``, ``generation``, ``overhead``, ``runs`` and
-        ``train_wall_s``.
+        ``train_wall_s``. With ``outputs``, the dict is cached (:mod:`ran.memo`)
+        by every argument and the code, so a warm rerun returns it without
+        evaluating (its timings included).
     """
-    from ran.models import load_model
-
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if attractor is not None and kind != "attractor":
         raise ValueError("attractor settings apply only to kind='attractor'")
+    args = (kind, cc, base, outputs, attractor, elapsed, progress, base_controls)
+    if outputs is None:
+        return _compare_mechanism(*args)
+    key = dict(kind=kind, cc=cc, attractor=attractor, elapsed=elapsed, controls=base_controls)
+    return memo(outputs, "compare", key, _compare_mechanism, *args)
+
+
+def _compare_mechanism(kind, cc, base, outputs, attractor, elapsed, progress, base_controls):
+    from ran.models import load_model
+
     rc = cc.recall_config(kind)
     options = {"attractor": attractor or AttractorConfig()} if kind == "attractor" else {}
     runs, res = {}, None

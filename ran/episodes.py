@@ -65,6 +65,7 @@ class EpisodeRunner:
         self.tok = tokenizer
         self.scoring = scoring
         self.pad = P.pad_id(tokenizer)
+        self.read_state: torch.Tensor | None = None  # set by run(): the state the question read
 
     # -- state helpers
     def _state(self, batch: int) -> torch.Tensor:
@@ -151,6 +152,7 @@ class EpisodeRunner:
             if B < 2:
                 raise ValueError("the shuffled control needs batches of at least 2 episodes")
             self.h.state = self._state(B).roll(1, 0)
+        self.read_state = self.h.state  # what the question pass reads (None: empty)
         return self.question_scores(episodes)
 
 

@@ -20,6 +20,7 @@ Measurements of notebook 03 (logic only; the notebook chooses the settings):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -201,6 +202,77 @@ def overhead(plain, injected, seq_len: int = 256, reps: int = 10, seed: int = 0)
         "ratio_q25_q75": [float(np.quantile(r, 0.25)), float(np.quantile(r, 0.75))],
         "ratios": r.tolist(),
     }
+
+
+PROBE_TEXT = "The secret word is apple."  # the write pass whose state the perplexity carries
+
+
+def nondestruction(plain, run, blocks: torch.Tensor, lines: list[str], idle_long: int) -> dict:
+    """Every perplexity condition of H1 and the stability check, for one trained run.
+
+    Parameters
+    ----------
+    plain : the untouched model (injected at init and restored here).
+    run : ran.train.TrainResult whose model and handle are the trained ones.
+    blocks : (n, T) held-out token blocks.
+    lines : texts of the carried write passes before the last condition.
+    idle_long : idle passes of the stability check.
+
+    Returns
+    -------
+    dict
+        ``ppl`` (condition -> :class:`PPL`): base; injected at init (gate
+        closed, whatever the run's ``gate_init``); trained with the state of one probe write pass; trained after
+        ``len(lines)`` carried passes. ``init_equal`` (first blocks' logits
+        torch.equal to the base's), ``carry``, ``after_blocks`` and
+        ``idle`` (state norms and finiteness).
+    """
+    from ran.surgery import inject
+
+    ppl = {}
+    ppl["base"], logits_base = perplexity(plain, blocks, keep_logits=2)
+    h_init = inject(plain, dataclasses.replace(run.config, gate_init=0.0).injection_config())
+    try:
+        ppl["injected, init"], logits_init = perplexity(plain, blocks, keep_logits=2)
+    finally:
+        h_init.remove()
+    equal = all(torch.equal(a, b) for a, b in zip(logits_base, logits_init, strict=True))
+    H = run.handle
+    H.reset_state()
+    ids, mask = P.batch_encode(run.tokenizer, [PROBE_TEXT])
+    with torch.no_grad():
+        run.model(input_ids=ids, attention_mask=mask)
+    ppl["trained, carried from a probe pass"], _ = perplexity(run.model, blocks)
+    H.reset_state()
+    carry = carry_passes(H, run.tokenizer, lines)
+    ppl[f"trained, after {len(lines)} carried passes"], _ = perplexity(run.model, blocks)
+    after_blocks = state_stats(H)
+    idle = idle_passes(H, idle_long)
+    H.reset_state()
+    return {"ppl": ppl, "init_equal": equal, "carry": carry, "after_blocks": after_blocks,
+            "idle": idle}  # fmt: skip
+
+
+def generation_pair(plain, run, prompts: list[str], n_tokens: int) -> dict:
+    """Greedy generations of the base and of the trained run (fresh state per prompt).
+
+    Returns ``{"base": [stats...], "ran (trained, carried)": [stats...], "state": ...}``
+    where each stats dict is :func:`generation_stats` plus the decoded ``text``,
+    and ``state`` is the run's state after the last generation.
+    """
+    tok, H = run.tokenizer, run.handle
+    gen = {"base": [], "ran (trained, carried)": []}
+    for p in prompts:
+        pid, g_base = greedy_generate(plain, tok, p, n_tokens)
+        H.reset_state()
+        _, g_ran = greedy_generate(run.model, tok, p, n_tokens)
+        gen["base"].append(generation_stats(pid, g_base, plain) | {"text": tok.decode(g_base)})
+        gen["ran (trained, carried)"].append(
+            generation_stats(pid, g_ran, plain) | {"text": tok.decode(g_ran)}
+        )
+    gen["state"] = state_stats(H)
+    H.reset_state()
+    return gen
 
 
 def readout_for(k: int, trained: list[int]) -> int:

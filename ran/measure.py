@@ -24,8 +24,9 @@ import torch
 
 from ran import h1
 from ran.baselines import make
+from ran.memo import memo
 
-PROBE_TEXT = "The secret word is apple."  # the pass whose state the perplexity blocks carry
+PROBE_TEXT = h1.PROBE_TEXT  # the pass whose state the perplexity blocks carry
 
 
 @dataclass
@@ -48,22 +49,30 @@ def base_reference(
     gen_tokens: int = 0,
     n_gen_prompts: int = 1,
     model_seed: int = 0,
+    outputs=None,
 ) -> Base:
     """Load the untouched model: its perplexity, first-block logits and generations.
 
     ``gen_tokens = 0`` skips the generations (``Base.generation`` stays empty).
+    With ``outputs``, the measurements are cached (:mod:`ran.memo`).
     """
     from ran.data import shakespeare_lines, token_blocks
     from ran.models import load_model
 
     plain, tok = load_model(model_name, seed=model_seed)
     blocks = token_blocks(tok, "test", block_len, ppl_blocks)
-    ppl, logits = h1.perplexity(plain, blocks, keep_logits=1)
     lines = [ln for ln in shakespeare_lines("test") if len(ln) >= 40]
     prompts = [lines[i * len(lines) // n_gen_prompts] for i in range(n_gen_prompts)]
-    base = Base(plain, tok, blocks, ppl, logits, prompts, {})
-    if gen_tokens:
-        base.generation = generate(plain, None, base, gen_tokens)
+    base = Base(plain, tok, blocks, None, [], prompts, {})
+
+    def measure():
+        ppl, logits = h1.perplexity(plain, blocks, keep_logits=1)
+        return ppl, logits, generate(plain, None, base, gen_tokens) if gen_tokens else {}
+
+    key = dict(model=model_name, seed=model_seed, block_len=block_len, blocks=ppl_blocks,
+               gen=gen_tokens, prompts=n_gen_prompts)  # fmt: skip
+    done = memo(outputs, "base", key, measure) if outputs is not None else measure()
+    base.ppl, base.logits, base.generation = done
     return base
 
 

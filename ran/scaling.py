@@ -19,6 +19,7 @@ from ran import h1
 from ran import measure as M
 from ran.baselines import trainable_count
 from ran.episodes import evaluate
+from ran.memo import memo
 from ran.train import TrainConfig, train
 
 SCALE_CONTROLS = ("reservoir", "reset", "shuffled", "stateless")
@@ -81,10 +82,20 @@ def scaling_point(
     dict
         ``model_name``, ``model_params``, ``units``, ``input_scaling``, ``k``,
         ``recall`` (evaluation with controls), ``dppl_init``, ``dppl_trained``,
-        ``overhead``, ``trainable_params``, ``run``.
+        ``overhead``, ``trainable_params``, ``run``. With ``outputs``, cached
+        (:mod:`ran.memo`) by every argument and the code.
     """
     if cfg.probe != "secret_word" or cfg.kind != "reservoir":
         raise ValueError("a scaling point is a secret-word run of the reservoir kind")
+    args = (cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, progress)
+    if outputs is None:
+        return _scaling_point(*args)
+    key = dict(run=cfg.config_hash(), n_test=n_test, blocks=ppl_blocks, block_len=block_len,
+               reps=overhead_reps)  # fmt: skip
+    return memo(outputs, "scaling", key, _scaling_point, *args)
+
+
+def _scaling_point(cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, progress):
     res = train(cfg, outputs, progress=progress)
     eps = h1.probe_test_episodes("secret_word", cfg.probe_params, cfg.seed, n_test=n_test)
     recall = evaluate(res.handle, res.tokenizer, eps, SCALE_CONTROLS, cfg.eval_batch_size,

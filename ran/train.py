@@ -10,9 +10,11 @@ reservoir and into the earlier passes (truncated at the episode boundary by
 plus LoRA adapters if enabled) are trained.
 
 Non-destruction term (``kl_weight > 0``): each step also runs ``kl_batch``
-blocks of training-split Shakespeare through the injected model, as a stream
-whose state is carried from step to step (see :class:`_KLTerm`), and adds ``kl_weight`` times the mean
-per-token KL(base || injected) of the next-token distributions; the base
+blocks of training-split Shakespeare through the injected model, with the
+state the step's question passes read (a memory holding a secret) and, in the
+last row, a text stream carried from step to step (see :class:`_KLTerm`), and
+adds ``kl_weight`` times the mean per-token KL(base || injected) of the
+next-token distributions; the base
 distribution is the same model with the gate closed (bit-identical to the
 untouched model). Without it the readout is free to open the gate as far as
 the probe likes, and the language model pays for it (notebook 03).
@@ -46,10 +48,14 @@ from ran.episodes import (  # noqa: F401  (re-exported: the public names of ran.
     evaluate,
     wilson_interval,
 )
+from ran.memo import memo, tensor_digest
 from ran.reservoir import ReservoirConfig
 from ran.results import Outputs, package_versions, to_jsonable
 
 RUN_FORMAT = 1  # bump when the meaning of a saved run changes (invalidates the cache)
+# Version of the KL term (2: its rows start from the state a question reads); in the hash
+# of runs with kl_weight > 0 only, so runs without the term keep their hashes.
+_KL_VERSION = 2
 # Fields added after runs were cached: left out of the hash while at their default.
 _HASH_OPTIONAL = {"kind": "reservoir", "kl_weight": 0.0, "kl_batch": 4, "kl_len": 64}
 
@@ -153,6 +159,8 @@ class TrainConfig:
         for name, default in _HASH_OPTIONAL.items():  # fields added later: old hashes stay valid
             if d.get(name) == default:
                 d.pop(name)
+        if d.get("kl_weight"):
+            d["kl_version"] = _KL_VERSION
         blob = json.dumps({"format": RUN_FORMAT, **d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -172,12 +180,22 @@ class TrainResult:
     run_path: Path
     params_path: Path
     episodes: dict = field(repr=False, default_factory=dict)
+    outputs: Outputs | None = field(repr=False, default=None)
 
     def evaluate(self, split: str = "test", controls: tuple[str, ...] = CONTROLS) -> dict:
-        """:func:`evaluate` on this run's ``split`` episodes."""
+        """:func:`evaluate` on this run's ``split`` episodes (cached by :mod:`ran.memo`
+        under the run's hash when the run has ``outputs``)."""
         eps = self.episodes[split]
         bs = self.config.eval_batch_size
-        return evaluate(self.handle, self.tokenizer, eps, controls, bs, self.config.scoring)
+
+        def run():
+            return evaluate(self.handle, self.tokenizer, eps, controls, bs, self.config.scoring)
+
+        if self.outputs is None:
+            return run()
+        params = tensor_digest(_named_trainable(self.model, self.handle).values())
+        key = {"run": self.hash, "params": params, "split": split, "controls": list(controls)}
+        return memo(self.outputs, "evaluate", key, run)
 
 
 # ----------------------------------------------------------------------------- training
@@ -276,6 +294,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
                 run_path,
                 params_path,
                 episodes,
+                outputs,
             )
         history = _fit(cfg, model, tok, handle, named, episodes, progress)
     wall = time.perf_counter() - t0
@@ -293,7 +312,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
     }
     run_path.write_text(json.dumps(to_jsonable(doc), indent=1, allow_nan=False) + "\n")
     return TrainResult(
-        cfg, key, model, tok, handle, history, wall, False, run_path, params_path, episodes
+        cfg, key, model, tok, handle, history, wall, False, run_path, params_path, episodes, outputs
     )
 
 
@@ -334,7 +353,7 @@ def _fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
         answers = torch.tensor([e.answer for e in batch])
         loss = torch.nn.functional.cross_entropy(scores, answers)
         if kl_term is not None:
-            kl = kl_term(step, base_logp)
+            kl = kl_term(step, base_logp, runner.read_state)
             history["kl"].append(kl.item())
             loss = loss + cfg.kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -373,10 +392,13 @@ def _fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
 class _KLTerm:
     """Mean per-token KL(base || injected) on plain training-split text.
 
-    The text blocks run as a stream of passes whose state is carried from step
-    to step (never reset, as in deployment), except that the first row starts
-    from the state the question pass left behind: the readout is held to the
-    base model both right after a probe and after many unrelated passes.
+    The text blocks run as passes whose state is the one a question pass
+    reads, i.e. a memory that holds a secret (the worst case for the base
+    model: measured on smollm2, nearly all of the perplexity damage of a
+    trained readout falls on the first pass after a write), except the last
+    row, a stream of text passes whose state is carried from step to step
+    (never reset, as in deployment). So the readout must make its slots
+    matter to the question's queries and not to plain text.
     :meth:`base` must run before the step's graph is built (it closes the gate
     in place).
     """
@@ -402,15 +424,15 @@ class _KLTerm:
             logits = self.model(input_ids=self._ids(step), use_cache=False).logits
         return torch.log_softmax(logits.float(), -1)
 
-    def __call__(self, step: int, base_logp: torch.Tensor) -> torch.Tensor:
+    def __call__(self, step: int, base_logp: torch.Tensor, read: torch.Tensor | None):
+        """The KL on this step's blocks; ``read`` (B, N) is the state the questions read."""
         ids = self._ids(step)
         b = ids.shape[0]
-        q = self.h.state  # the question pass's end state (B, N)
-        if q is not None:
-            q = q.detach()
-            state = q[torch.arange(b) % q.shape[0]]
-            if self.carried is not None:
-                state = torch.cat([state[:1], self.carried[1:]])
+        self.h.reset_state()
+        if read is not None:
+            state = read.detach()[torch.arange(b) % read.shape[0]]
+            if self.carried is not None and b > 1:
+                state = torch.cat([state[:-1], self.carried[-1:]])
             self.h.state = state
         logp = torch.log_softmax(self.model(input_ids=ids, use_cache=False).logits.float(), -1)
         self.carried = None if self.h.state is None else self.h.state.detach()

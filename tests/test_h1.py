@@ -102,3 +102,36 @@ def test_kind_field_keeps_old_hashes_and_builds_baselines():
     assert TrainConfig(kind="prefix").config_hash() != cfg.config_hash()
     with pytest.raises(ValueError):
         TrainConfig(kind="nope")
+
+
+def test_nondestruction_and_generation_pair_on_a_trained_tiny_run(tmp_path):
+    from ran.data import token_blocks
+    from ran.results import Outputs
+    from ran.train import train
+
+    cfg = TrainConfig(
+        probe_params={"k": 4, "n_train": 32, "n_val": 8, "n_test": 8},
+        steps=2,
+        batch_size=4,
+        eval_every=0,
+        warmup_steps=1,
+        gate_init=1.0,
+    )
+    run = train(cfg, Outputs(root=tmp_path), progress=False)
+    plain, tok = load_model("tiny-llama")
+    blocks = token_blocks(tok, "test", 24, 3)
+    nd = h1.nondestruction(plain, run, blocks, shakespeare_lines("train")[:5], idle_long=20)
+    assert nd["init_equal"] and nd["ppl"]["injected, init"].nll == nd["ppl"]["base"].nll
+    assert set(nd["ppl"]) == {
+        "base",
+        "injected, init",
+        "trained, carried from a probe pass",
+        "trained, after 5 carried passes",
+    }
+    # the gate is open: a trained readout changes the perplexity (it cannot be the base's)
+    assert nd["ppl"]["trained, carried from a probe pass"].nll != nd["ppl"]["base"].nll
+    assert nd["carry"]["passes"] == 5 and nd["idle"]["idle_passes"] == 20 and nd["idle"]["finite"]
+    assert run.handle.state is None  # left reset
+    gen = h1.generation_pair(plain, run, ["To be, or not"], 6)
+    assert [len(gen[k]) for k in ("base", "ran (trained, carried)")] == [1, 1]
+    assert gen["base"][0]["n_tokens"] == 6 and "norm" in gen["state"]

@@ -1,0 +1,80 @@
+"""The evaluation cache: hits only on the same name, key, code (and parameters)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ran import memo as memo_mod
+from ran.memo import memo, tensor_digest
+from ran.results import Outputs
+
+
+class Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, scale=1):
+        self.calls += 1
+        return {"value": x * scale, "t": torch.arange(3) * x}
+
+
+def test_memo_hits_on_the_same_key_and_recomputes_on_another(tmp_path):
+    out, f = Outputs(root=tmp_path), Counter()
+    a = memo(out, "thing", {"x": 2}, f, 2, scale=3)
+    b = memo(out, "thing", {"x": 2}, f, 2, scale=3)
+    assert f.calls == 1 and a["value"] == b["value"] == 6 and torch.equal(a["t"], b["t"])
+    memo(out, "thing", {"x": 5}, f, 5)
+    memo(out, "other", {"x": 2}, f, 2)
+    assert f.calls == 3
+    assert len(list((tmp_path / "build/cache/memo").glob("*.pt"))) == 3
+
+
+def test_memo_key_includes_the_source_digest(tmp_path, monkeypatch):
+    out, f = Outputs(root=tmp_path), Counter()
+    memo(out, "thing", {"x": 1}, f, 1)
+    monkeypatch.setattr(memo_mod, "source_digest", lambda: "edited-code")
+    memo(out, "thing", {"x": 1}, f, 1)
+    assert f.calls == 2
+
+
+def test_memo_can_be_switched_off_and_rejects_bad_names(tmp_path, monkeypatch):
+    out, f = Outputs(root=tmp_path), Counter()
+    monkeypatch.setenv("RAN_MEMO", "0")
+    memo(out, "thing", {"x": 1}, f, 1)
+    memo(out, "thing", {"x": 1}, f, 1)
+    assert f.calls == 2 and not (tmp_path / "build/cache/memo").exists()
+    with pytest.raises(ValueError, match="memo name"):
+        memo(out, "../escape", {}, f, 1)
+
+
+def test_tensor_digest_sees_values_shapes_and_dtypes():
+    a = torch.zeros(4)
+    assert tensor_digest([a]) == tensor_digest([a.clone()])
+    assert tensor_digest([a]) != tensor_digest([a + 1e-7])
+    assert tensor_digest([a]) != tensor_digest([a.view(2, 2)])
+    assert tensor_digest([a]) != tensor_digest([a.double()])
+
+
+def test_train_result_evaluate_is_cached_until_its_parameters_change(tmp_path, monkeypatch):
+    from ran import train as T
+
+    cfg = T.TrainConfig(
+        model_name="tiny-llama",
+        probe_params={"k": 4, "n_train": 32, "n_val": 8, "n_test": 8},
+        steps=2,
+        batch_size=4,
+        eval_every=0,
+        warmup_steps=1,
+        gate_init=1.0,
+    )
+    res = T.train(cfg, Outputs(root=tmp_path), progress=False)
+    calls = []
+    real = T.evaluate
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = res.evaluate("test", ("reservoir",))
+    again = res.evaluate("test", ("reservoir",))
+    assert len(calls) == 1 and first == again
+    res.handle.set_gate(0.0)  # a changed readout is a different computation
+    res.evaluate("test", ("reservoir",))
+    assert len(calls) == 2
