@@ -14,8 +14,12 @@
 # %% [markdown]
 # # 03 · H1: cross-pass memory without destroying the language model
 #
-# Two questions. (1) Once only the readout and the per-head gate are trained,
-# does the reservoir carry information **across independent forward passes**?
+# Two questions. (1) Once only the readout and the gates are trained (a
+# per-head gate and, by default, a per-token query gate that lets the memory
+# open for some tokens only), does the reservoir carry information **across
+# independent forward passes**? Every run also minimises the KL divergence
+# from the base model on plain text read with a memory holding a secret
+# (`kl_weight`), the pressure that keeps the memory shut where it is not asked for.
 # Three probes (`ran.probes`), every control on the identical test episodes
 # (`ran.train.evaluate`): *reset* (state wiped before the question),
 # *shuffled* (another episode's state), *stateless* (gate closed = the base
@@ -25,7 +29,8 @@
 # its state carried from block to block, and after 1000 carried passes; state
 # norms after 1000 carried and 10,000 idle passes; 500-token greedy generation
 # with the state advancing per forward call; the forward-time overhead.
-# Logic lives in `ran.train`, `ran.h1` and `ran.probe_viz`.
+# Logic lives in `ran.train`, `ran.h1` and `ran.probe_viz`; evaluations are
+# cached by run and code (`ran.memo`), so a warm rerun takes minutes.
 
 # %% [markdown]
 # ## Imports
@@ -58,6 +63,7 @@ lr = 0.02  # peak learning rate of every run
 kl_weight = 3.0  # weight of the KL divergence from the base model on plain text (0 = off)
 kl_batch = 2  # text blocks per step for the KL term
 kl_len = 48  # tokens per KL block
+query_gate = True  # per-token gate on the slots from layer L's input (opens for questions only)
 n_train = 3200  # training episodes per probe
 n_test = 128  # test episodes per probe (identical for every control)
 k_list = "6,16,32,64"  # K of the capacity curve (comma string)
@@ -95,7 +101,8 @@ idle_eval = [int(x) for x in idle_eval_list.split(",")]
 WRITE = ("The secret word is {key}.",)
 common = dict(model_name=model_name, layer=None if layer < 0 else layer, learning_rate=lr,
               batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed,
-              kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
+              kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len,
+              query_gate=query_gate)  # fmt: skip
 sw_params = dict(n_train=n_train, n_val=64, n_test=128, write_templates=WRITE)
 t_start = time.perf_counter()
 print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={steps}")

@@ -415,6 +415,8 @@ def make(kind: str, model, cfg: InjectionConfig | None = None, **options):
     allowed = {"recurrent": {"cell"}, "attractor": {"attractor"}}.get(kind, set())
     if set(options) - allowed:
         raise ValueError(f"kind {kind!r} takes no options {sorted(set(options) - allowed)}.")
+    if cfg.query_gate and kind not in ("reservoir", "recurrent"):
+        raise ValueError(f"query_gate applies to the reservoir's K/V slots, not to kind {kind!r}.")
     if kind == "attractor":
         from ran.baselines_attractor import AttractorHandle
 

@@ -4,9 +4,12 @@ Training runs are cached by their config hash (:mod:`ran.train`); everything a
 notebook computes from them (test accuracy with controls, perplexity,
 generation) is cached here by a key made of a name, the arguments that define
 the computation (e.g. the run hash, the K, the number of blocks) and a digest
-of the ``ran`` package's source. Any edit of the code therefore invalidates
-every cached evaluation: a cached value is always what the current code would
-compute. Timings (overhead ratios, wall times) are never cached.
+of the ``ran`` package's source (every module except those that only draw,
+report or orchestrate: :data:`NOT_COMPUTING`). Any edit of that code
+invalidates every cached evaluation, so a cached value is always what the
+current code would compute. A cached value includes whatever was timed with
+it (e.g. the overhead ratio inside a comparison row): a warm rerun repeats the
+cold run's timings rather than re-measuring them.
 
 Entries live in ``<cache>/memo/<name>-<hash>.pt`` (``torch.save``; a local cache
 this code wrote, loaded with ``weights_only=False``). ``RAN_MEMO=0`` turns the
@@ -28,13 +31,23 @@ import torch
 from ran.results import Outputs, to_jsonable
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# Modules that draw figures, write reports or run notebooks/benchmarks: editing them
+# changes no cached value, so they are left out of the digest.
+NOT_COMPUTING = ("__main__.py", "pipeline.py", "report.py", "diagram.py", "lab.py", "bench/")
+
+
+def _computing(rel: str) -> bool:
+    return not (rel.endswith("viz.py") or rel.startswith(NOT_COMPUTING) or rel in NOT_COMPUTING)
 
 
 @functools.cache
 def source_digest() -> str:
-    """SHA-256 (16 hex digits) over the path and bytes of every ``.py`` file of ``ran``."""
+    """SHA-256 (16 hex digits) over the path and bytes of the computing ``.py`` files of
+    ``ran`` (all but :data:`NOT_COMPUTING` and ``*viz.py``)."""
     h = hashlib.sha256()
     for p in sorted(PACKAGE_DIR.rglob("*.py")):
+        if not _computing(p.relative_to(PACKAGE_DIR).as_posix()):
+            continue
         h.update(p.relative_to(PACKAGE_DIR).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]

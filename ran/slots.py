@@ -12,7 +12,11 @@ and Llama under eager and sdpa attention:
   additive float for eager), or top-left causal when sdpa dropped the mask.
 * :func:`gated_output` blends ``plain + tanh(g) * (augmented - plain)``, where
   ``plain`` comes from the model's ORIGINAL attention function, so the output
-  is bit-identical to the untouched layer when ``g = 0``.
+  is bit-identical to the untouched layer when ``g = 0``. With a query gate
+  (``query_dim > 0``) the blend of token t and head h is further multiplied by
+  ``sigmoid(w_h . x_t + c_h)``, x_t the layer's (normalised) input at token t:
+  the readout can open the memory for some tokens (a question) and keep it
+  shut for others (plain text).
 * :func:`pool_drive` pools the gated output (pre ``o_proj``) at the last real
   token (or over real tokens) of each row, the reservoir drive ``u``.
 * :class:`ConfigView` is the per-module config that routes layer L (only) to
@@ -46,15 +50,33 @@ class SlotReadout(torch.nn.Module):
         Initial gate logit g; ``tanh(0) = 0`` closes the gate exactly.
     init_scale : float
         Std of the readout weights is ``init_scale / sqrt(N)`` (bias zero).
+    query_dim : int
+        Width of the layer input for the query gate (0: no query gate).
     """
 
-    def __init__(self, units, n_slots, n_kv, head_dim, n_heads, gate_init=0.0, init_scale=0.1):
+    def __init__(
+        self, units, n_slots, n_kv, head_dim, n_heads, gate_init=0.0, init_scale=0.1, query_dim=0
+    ):
         super().__init__()
         self.shape = (n_slots, n_kv, head_dim)
         self.proj = torch.nn.Linear(units, 2 * n_kv * n_slots * head_dim)
         torch.nn.init.normal_(self.proj.weight, std=init_scale / units**0.5)
         torch.nn.init.zeros_(self.proj.bias)
         self.gate = torch.nn.Parameter(torch.full((n_heads,), float(gate_init)))
+        self.query_gate = None
+        if query_dim:
+            self.query_gate = torch.nn.Linear(query_dim, n_heads)  # starts at sigmoid(0) = 1/2
+            torch.nn.init.zeros_(self.query_gate.weight)
+            torch.nn.init.zeros_(self.query_gate.bias)
+
+    def select(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-token, per-head openness (B, Q, H) in (0, 1) from the layer input x (B, Q, d);
+        None without a query gate."""
+        if self.query_gate is None:
+            return None
+        if x is None:
+            raise RuntimeError("the query gate needs the layer input, which was not captured")
+        return torch.sigmoid(self.query_gate(x.to(self.query_gate.weight.dtype)))
 
     def forward(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Slot keys and values, each (B, n_kv, M, hd), from r (B, N)."""
@@ -133,9 +155,15 @@ def slot_mass(query, key, slot_k, mask, scaling) -> torch.Tensor:
     return logits.softmax(-1)[..., : slot_k.shape[2]].sum(-1)
 
 
-def gated_output(plain: torch.Tensor, augmented: torch.Tensor, gate: torch.Tensor):
-    """``plain + tanh(g) * (augmented - plain)``; plain, augmented (B, Q, H, hd), g (H,)."""
+def gated_output(plain, augmented, gate, select=None):
+    """``plain + tanh(g) * s * (augmented - plain)``.
+
+    plain, augmented (B, Q, H, hd); g (H,); s (B, Q, H) per-token openness from
+    :meth:`SlotReadout.select`, or None (s = 1).
+    """
     g = torch.tanh(gate).to(plain.dtype)[:, None]  # (H, 1)
+    if select is not None:
+        g = g * select.to(plain.dtype)[..., None]  # (B, Q, H, 1)
     return plain + g * (augmented - plain)
 
 

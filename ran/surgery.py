@@ -52,6 +52,7 @@ class InjectionConfig:
     normalize_drive: bool = True  # u / ||u||: W_in u has RMS input_scaling whatever the width d
     readout_scale: float = 0.1  # readout weight std is readout_scale / sqrt(N); bias starts at 0
     seed: int = 0  # seed of the readout initialisation (the reservoir has its own seed)
+    query_gate: bool = False  # per-token gate sigmoid(w . x_t + c) on the slots (x_t: layer input)
 
     def __post_init__(self):
         if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
@@ -125,6 +126,7 @@ class RANHandle(StateMixin):
                 n_heads,
                 cfg.gate_init,
                 cfg.readout_scale,
+                model.config.hidden_size if cfg.query_gate else 0,
             ).to(device=p.device, dtype=p.dtype)
         self._state: torch.Tensor | None = None
         self.last_drive: torch.Tensor | None = None
@@ -134,6 +136,7 @@ class RANHandle(StateMixin):
         self._gen_depth = 0  # > 0 inside generate() when advance == "generate"
         self._gen_drive = None
         self._stop_after = False
+        self._attn_in = None  # layer L's input hidden states (captured for the query gate)
         self._base_fn = S.base_attention(attn, model.config._attn_implementation)
         self._attn, self._orig_config = attn, attn.config
         S.register()
@@ -142,6 +145,8 @@ class RANHandle(StateMixin):
             model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
             model.register_forward_hook(self._post_forward, always_call=True),
         ]
+        if cfg.query_gate:
+            self._hooks.append(attn.register_forward_pre_hook(self._attn_input, with_kwargs=True))
         self._orig_generate = model.__dict__.get("generate")
         model.generate = self._wrap_generate(model.generate)
         model._ran_handle = self
@@ -194,8 +199,12 @@ class RANHandle(StateMixin):
         if ref is not None and self._state is not None:
             self._check_batch(ref.shape[0])
 
+    def _attn_input(self, module, args, kwargs):
+        self._attn_in = kwargs.get("hidden_states", args[0] if args else None)
+
     def _post_forward(self, module, args, output):
         self._pad2d = None
+        self._attn_in = None
 
     def _wrap_generate(self, generate):
         @functools.wraps(generate)
@@ -226,7 +235,8 @@ class RANHandle(StateMixin):
         aug = S.slot_attention(
             query, key, value, slot_k, slot_v, attention_mask, scaling, kwargs.get("dropout", 0.0)
         )  # (B, Q, H, hd)
-        out = S.gated_output(plain, aug, self.slots.gate)  # (B, Q, H, hd)
+        select = self.slots.select(self._attn_in)  # (B, Q, H) or None
+        out = S.gated_output(plain, aug, self.slots.gate, select)  # (B, Q, H, hd)
         if self.record_slot_mass:
             with torch.no_grad():
                 self.slot_mass = S.slot_mass(query, key, slot_k, attention_mask, scaling)

@@ -57,7 +57,13 @@ RUN_FORMAT = 1  # bump when the meaning of a saved run changes (invalidates the 
 # of runs with kl_weight > 0 only, so runs without the term keep their hashes.
 _KL_VERSION = 2
 # Fields added after runs were cached: left out of the hash while at their default.
-_HASH_OPTIONAL = {"kind": "reservoir", "kl_weight": 0.0, "kl_batch": 4, "kl_len": 64}
+_HASH_OPTIONAL = {
+    "kind": "reservoir",
+    "kl_weight": 0.0,
+    "kl_batch": 4,
+    "kl_len": 64,
+    "query_gate": False,
+}
 
 
 @dataclass
@@ -94,6 +100,7 @@ class TrainConfig:
     kl_weight: float = 0.0  # weight of KL(base || injected) on plain text per step (0 = off)
     kl_batch: int = 4  # text blocks per step for the KL term
     kl_len: int = 64  # tokens per KL text block (training-split Shakespeare)
+    query_gate: bool = False  # per-token gate on the slots from layer L's input (ran.slots)
 
     def __post_init__(self):
         if isinstance(self.reservoir, dict):
@@ -139,6 +146,7 @@ class TrainConfig:
             normalize_drive=self.normalize_drive,
             advance="forward",
             seed=self.seed,
+            query_gate=self.query_gate,
         )
 
     def to_dict(self) -> dict:

@@ -78,3 +78,9 @@ def test_train_result_evaluate_is_cached_until_its_parameters_change(tmp_path, m
     res.handle.set_gate(0.0)  # a changed readout is a different computation
     res.evaluate("test", ("reservoir",))
     assert len(calls) == 2
+
+
+def test_the_digest_covers_computing_modules_only():
+    assert memo_mod._computing("train.py") and memo_mod._computing("episodes.py")
+    assert not memo_mod._computing("compare_viz.py") and not memo_mod._computing("report.py")
+    assert not memo_mod._computing("bench/sweep.py")

@@ -267,3 +267,63 @@ def test_remove_restores_the_model_objects():
     h.remove()  # idempotent
     assert attn.config is config and "generate" not in m.__dict__
     assert not hasattr(m, "_ran_handle") or m._ran_handle is None
+
+
+# --------------------------------------------------------------------------- query gate
+def _two_pass_logits(m, tok, cfg, gate):
+    with inject(m, cfg) as h:
+        h.set_gate(gate)
+        with torch.no_grad():
+            m(**tok(["First pass."], return_tensors="pt"))
+            return m(**tok(PROMPTS[:1], return_tensors="pt")).logits, h
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_query_gate_is_exact_when_closed_and_halves_the_blend_at_init(name):
+    import dataclasses
+    import math
+
+    m, tok = model(name, "eager")
+    qcfg = dataclasses.replace(SMALL, query_gate=True)
+    with torch.no_grad():
+        plain = m(**tok(PROMPTS[:1], return_tensors="pt")).logits
+    closed, _ = _two_pass_logits(m, tok, qcfg, 0.0)
+    assert torch.equal(closed, plain)
+    # at init the query gate is sigmoid(0) = 1/2 for every token and head: the same
+    # output as the plain gate with tanh(g') = tanh(g) / 2
+    g = 1.0
+    with_q, h = _two_pass_logits(m, tok, qcfg, g)
+    without, _ = _two_pass_logits(m, tok, SMALL, math.atanh(math.tanh(g) / 2))
+    assert not torch.allclose(with_q, plain, atol=1e-4)
+    torch.testing.assert_close(with_q, without, rtol=1e-4, atol=1e-5)
+    assert h.slots.query_gate.weight.shape == (m.config.num_attention_heads, m.config.hidden_size)
+
+
+def test_query_gate_learns_per_token_and_can_shut_the_memory():
+    import dataclasses
+
+    m, tok = model("tiny-llama", "eager")
+    qcfg = dataclasses.replace(SMALL, query_gate=True)
+    with torch.no_grad():
+        plain = m(**tok(PROMPTS[:1], return_tensors="pt")).logits
+    with inject(m, qcfg) as h:
+        h.set_gate(1.0)
+        m(**tok(["First pass."], return_tensors="pt"))
+        m(**tok(PROMPTS[:1], return_tensors="pt")).logits.pow(2).mean().backward()
+        assert h.slots.query_gate.weight.grad.abs().sum() > 0  # depends on the token
+        with torch.no_grad():
+            h.slots.query_gate.bias.fill_(-60.0)  # sigmoid ~ 1e-26: shut for every token
+            shut = m(**tok(PROMPTS[:1], return_tensors="pt")).logits
+        torch.testing.assert_close(shut, plain, rtol=0, atol=1e-5)
+    m.zero_grad(set_to_none=True)
+
+
+def test_query_gate_is_refused_where_there_are_no_slots():
+    from ran.baselines import make
+
+    m, _ = model("tiny-llama", "eager")
+    cfg = InjectionConfig(reservoir=ReservoirConfig(units=16), query_gate=True)
+    for kind in ("persistent", "additive", "prefix"):
+        with pytest.raises(ValueError, match="query_gate"):
+            make(kind, m, cfg)
+    assert getattr(m, "_ran_handle", None) is None
