@@ -100,8 +100,16 @@ def draw(cfg: DiagramConfig | None = None) -> Figure:
     _box(ax, x0 + 0.1, 3.45, 2.0, 0.75, "keys / values:\n[M slots ; tokens]", "frozen", 9)
     _box(ax, x0 + 2.35, 3.45, 1.7, 0.75, "slot readout\nr(t) -> M k/v slots", "trained", 8.5)
     _box(ax, x0 + 0.1, 2.45, 2.0, 0.75, "attention over\n[slots ; tokens]", "frozen", 9)
-    _box(ax, x0 + 2.35, 2.45, 1.7, 0.75, "gate (per head,\nopt. per token):\nblend with plain attn",
-         "trained", 8)
+    _box(
+        ax,
+        x0 + 2.35,
+        2.45,
+        1.7,
+        0.75,
+        "gate (per head,\nopt. per token):\nblend with plain attn",
+        "trained",
+        8,
+    )
     _arrow(ax, (x0 + 2.35, 3.82), (x0 + 2.1, 3.82))
     _arrow(ax, (x0 + 1.1, 3.45), (x0 + 1.1, 3.2))
     _arrow(ax, (x0 + 2.1, 2.82), (x0 + 2.35, 2.82))

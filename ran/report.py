@@ -16,6 +16,7 @@ typed by hand. The PDF goes pandoc (markdown -> typst source, from the
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -46,18 +47,39 @@ def format_value(value, fmt: str = ".3g") -> str:
     return str(value).replace("|", "\\|")
 
 
+MAX_COLUMNS = 8  # a wider table is typeset as several, each repeating the first column
+
+
+def column_groups(n_cols: int, max_cols: int = MAX_COLUMNS) -> list[list[int]]:
+    """Column indices of each part of a table of ``n_cols`` columns: one part if it fits,
+    else the other columns shared out evenly, each part led by column 0."""
+    if n_cols <= max_cols:
+        return [list(range(n_cols))]
+    rest = list(range(1, n_cols))
+    parts = math.ceil(len(rest) / (max_cols - 1))
+    size = math.ceil(len(rest) / parts)
+    return [[0, *rest[i : i + size]] for i in range(0, len(rest), size)]
+
+
 def render_table(block: dict) -> str:
     fmt = block.get("fmt", ".3g")
     cols = block["columns"]
-    header = [str(c).replace("|", "\\|") for c in cols]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in block["rows"]:
         if len(row) != len(cols):
             raise ValueError(
                 f"table {block['caption']!r} has a row of {len(row)} cells for {len(cols)} columns"
             )
-        lines.append("| " + " | ".join(format_value(v, fmt) for v in row) + " |")
-    return "\n".join(lines) + f"\n\nTable: {block['caption']}\n"
+    out = []
+    for part, idx in enumerate(column_groups(len(cols))):
+        header = [str(cols[i]).replace("|", "\\|") for i in idx]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in idx) + "|"]
+        for row in block["rows"]:
+            lines.append("| " + " | ".join(format_value(row[i], fmt) for i in idx) + " |")
+        caption = block["caption"]
+        if part:
+            caption = f"(continued) {caption.split(':')[0]}"
+        out.append("\n".join(lines) + f"\n\nTable: {caption}\n")
+    return "\n".join(out)
 
 
 def render_figure(block: dict, md_dir: Path, root: Path) -> str:

@@ -42,3 +42,18 @@ def test_editing_a_result_is_detected(tmp_path):
             break
     assert changed, "no generated table with a float to edit"
     assert check_findings("default", root=root) == [changed]
+
+
+def test_wide_tables_are_typeset_in_parts_that_each_lead_with_the_first_column():
+    from ran.report import MAX_COLUMNS, column_groups, render_table
+
+    assert column_groups(MAX_COLUMNS) == [list(range(MAX_COLUMNS))]
+    groups = column_groups(11)
+    assert [g[0] for g in groups] == [0, 0] and sorted(sum((g[1:] for g in groups), [])) == list(
+        range(1, 11)
+    )
+    assert all(len(g) <= MAX_COLUMNS for g in column_groups(40))
+    cols = ["name", *(f"c{i}" for i in range(10))]
+    md = render_table({"caption": "Wide: ten", "columns": cols, "rows": [["a", *range(10)]]})
+    assert md.count("Table: ") == 2 and "Table: (continued) Wide" in md
+    assert md.count("| a |") == 2  # the first column in both parts
