@@ -26,3 +26,15 @@ def one_thread():
     yield
     torch.set_num_threads(before)
     _MODELS.clear()
+
+
+# A two-step tiny-llama secret-word run with the gate open (tests that need a trained run).
+TINY_RUN = dict(
+    model_name="tiny-llama",
+    probe_params={"k": 4, "n_train": 32, "n_val": 8, "n_test": 8},
+    steps=2,
+    batch_size=4,
+    eval_every=0,
+    warmup_steps=1,
+    gate_init=1.0,
+)

@@ -105,19 +105,13 @@ def test_kind_field_keeps_old_hashes_and_builds_baselines():
 
 
 def test_nondestruction_and_generation_pair_on_a_trained_tiny_run(tmp_path):
+    from conftest import TINY_RUN
+
     from ran.data import token_blocks
     from ran.results import Outputs
     from ran.train import train
 
-    cfg = TrainConfig(
-        probe_params={"k": 4, "n_train": 32, "n_val": 8, "n_test": 8},
-        steps=2,
-        batch_size=4,
-        eval_every=0,
-        warmup_steps=1,
-        gate_init=1.0,
-    )
-    run = train(cfg, Outputs(root=tmp_path), progress=False)
+    run = train(TrainConfig(**TINY_RUN), Outputs(root=tmp_path), progress=False)
     plain, tok = load_model("tiny-llama")
     blocks = token_blocks(tok, "test", 24, 3)
     nd = h1.nondestruction(plain, run, blocks, shakespeare_lines("train")[:5], idle_long=20)

@@ -57,18 +57,11 @@ def test_tensor_digest_sees_values_shapes_and_dtypes():
 
 
 def test_train_result_evaluate_is_cached_until_its_parameters_change(tmp_path, monkeypatch):
+    from conftest import TINY_RUN
+
     from ran import train as T
 
-    cfg = T.TrainConfig(
-        model_name="tiny-llama",
-        probe_params={"k": 4, "n_train": 32, "n_val": 8, "n_test": 8},
-        steps=2,
-        batch_size=4,
-        eval_every=0,
-        warmup_steps=1,
-        gate_init=1.0,
-    )
-    res = T.train(cfg, Outputs(root=tmp_path), progress=False)
+    res = T.train(T.TrainConfig(**TINY_RUN), Outputs(root=tmp_path), progress=False)
     calls = []
     real = T.evaluate
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
