@@ -167,8 +167,6 @@ def compare_mechanism(
     if attractor is not None and kind != "attractor":
         raise ValueError("attractor settings apply only to kind='attractor'")
     args = (kind, cc, base, outputs, attractor, elapsed, progress, base_controls)
-    if outputs is None:
-        return _compare_mechanism(*args)
     key = dict(kind=kind, cc=cc, attractor=attractor, elapsed=elapsed, controls=base_controls)
     return memo(outputs, "compare", key, _compare_mechanism, *args)
 

@@ -207,6 +207,45 @@ def overhead(plain, injected, seq_len: int = 256, reps: int = 10, seed: int = 0)
 PROBE_TEXT = "The secret word is apple."  # the write pass whose state the perplexity carries
 
 
+def perplexity_at_init(
+    model, blocks, cfg, kind: str = "reservoir", keep_logits: int = 0, **options
+):
+    """:func:`perplexity` with ``kind`` injected into ``model`` with its gate closed
+    (whatever ``cfg.gate_init`` says), then removed; ``cfg`` is an InjectionConfig."""
+    from ran.baselines import make
+
+    h = make(kind, model, dataclasses.replace(cfg, gate_init=0.0), **options)
+    try:
+        h.set_gate(0.0)
+        return perplexity(model, blocks, keep_logits=keep_logits)
+    finally:
+        h.remove()
+
+
+def perplexity_after_write(model, handle, tokenizer, blocks, text: str = PROBE_TEXT) -> PPL:
+    """:func:`perplexity` of an injected model whose state is that of one write pass of
+    ``text`` from an empty state, then carried block to block; the state is reset after."""
+    handle.reset_state()
+    ids, mask = P.batch_encode(tokenizer, [text])
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    ppl, _ = perplexity(model, blocks)
+    handle.reset_state()
+    return ppl
+
+
+def generations(model, handle, tokenizer, base_model, prompts: list[str], n_tokens: int):
+    """Greedy generations from ``prompts`` (``handle``'s state reset before each; None:
+    an untouched model): :func:`generation_stats` plus the decoded ``text``, per prompt."""
+    per = []
+    for p in prompts:
+        if handle is not None:
+            handle.reset_state()
+        pid, gen = greedy_generate(model, tokenizer, p, n_tokens)
+        per.append(generation_stats(pid, gen, base_model) | {"text": tokenizer.decode(gen)})
+    return per
+
+
 def nondestruction(plain, run, blocks: torch.Tensor, lines: list[str], idle_long: int) -> dict:
     """Every perplexity condition of H1 and the stability check, for one trained run.
 
@@ -222,28 +261,20 @@ def nondestruction(plain, run, blocks: torch.Tensor, lines: list[str], idle_long
     -------
     dict
         ``ppl`` (condition -> :class:`PPL`): base; injected at init (gate
-        closed, whatever the run's ``gate_init``); trained with the state of one probe write pass; trained after
-        ``len(lines)`` carried passes. ``init_equal`` (first blocks' logits
-        torch.equal to the base's), ``carry``, ``after_blocks`` and
-        ``idle`` (state norms and finiteness).
+        closed, whatever the run's ``gate_init``); trained with the state of
+        one probe write pass; trained after ``len(lines)`` carried passes.
+        ``init_equal`` (first blocks' logits torch.equal to the base's),
+        ``carry``, ``after_blocks`` and ``idle`` (state norms and finiteness).
     """
-    from ran.surgery import inject
-
     ppl = {}
     ppl["base"], logits_base = perplexity(plain, blocks, keep_logits=2)
-    h_init = inject(plain, dataclasses.replace(run.config, gate_init=0.0).injection_config())
-    try:
-        ppl["injected, init"], logits_init = perplexity(plain, blocks, keep_logits=2)
-    finally:
-        h_init.remove()
+    cfg = run.config.injection_config()
+    ppl["injected, init"], logits_init = perplexity_at_init(plain, blocks, cfg, keep_logits=2)
     equal = all(torch.equal(a, b) for a, b in zip(logits_base, logits_init, strict=True))
     H = run.handle
-    H.reset_state()
-    ids, mask = P.batch_encode(run.tokenizer, [PROBE_TEXT])
-    with torch.no_grad():
-        run.model(input_ids=ids, attention_mask=mask)
-    ppl["trained, carried from a probe pass"], _ = perplexity(run.model, blocks)
-    H.reset_state()
+    ppl["trained, carried from a probe pass"] = perplexity_after_write(
+        run.model, H, run.tokenizer, blocks
+    )
     carry = carry_passes(H, run.tokenizer, lines)
     ppl[f"trained, after {len(lines)} carried passes"], _ = perplexity(run.model, blocks)
     after_blocks = state_stats(H)
@@ -257,20 +288,15 @@ def generation_pair(plain, run, prompts: list[str], n_tokens: int) -> dict:
     """Greedy generations of the base and of the trained run (fresh state per prompt).
 
     Returns ``{"base": [stats...], "ran (trained, carried)": [stats...], "state": ...}``
-    where each stats dict is :func:`generation_stats` plus the decoded ``text``,
-    and ``state`` is the run's state after the last generation.
+    with the stats of :func:`generations`; ``state`` is the run's state after the
+    last generation.
     """
     tok, H = run.tokenizer, run.handle
-    gen = {"base": [], "ran (trained, carried)": []}
-    for p in prompts:
-        pid, g_base = greedy_generate(plain, tok, p, n_tokens)
-        H.reset_state()
-        _, g_ran = greedy_generate(run.model, tok, p, n_tokens)
-        gen["base"].append(generation_stats(pid, g_base, plain) | {"text": tok.decode(g_base)})
-        gen["ran (trained, carried)"].append(
-            generation_stats(pid, g_ran, plain) | {"text": tok.decode(g_ran)}
-        )
-    gen["state"] = state_stats(H)
+    gen = {
+        "base": generations(plain, None, tok, plain, prompts, n_tokens),
+        "ran (trained, carried)": generations(run.model, H, tok, plain, prompts, n_tokens),
+        "state": state_stats(H),
+    }
     H.reset_state()
     return gen
 

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,10 +22,7 @@ import numpy as np
 import torch
 
 from ran import h1
-from ran.baselines import make
 from ran.memo import memo
-
-PROBE_TEXT = h1.PROBE_TEXT  # the pass whose state the perplexity blocks carry
 
 
 @dataclass
@@ -71,7 +67,7 @@ def base_reference(
 
     key = dict(model=model_name, seed=model_seed, block_len=block_len, blocks=ppl_blocks,
                gen=gen_tokens, prompts=n_gen_prompts)  # fmt: skip
-    done = memo(outputs, "base", key, measure) if outputs is not None else measure()
+    done = memo(outputs, "base", key, measure)
     base.ppl, base.logits, base.generation = done
     return base
 
@@ -100,37 +96,21 @@ def dppl(base: Base, ppl: h1.PPL, n_boot: int = 2000, seed: int = 0) -> dict:
 
 def dppl_at_init(base: Base, kind: str, cfg, **options) -> dict:
     """Perplexity with ``kind`` injected into the base model, gate closed; then removed."""
-    h = make(kind, base.model, dataclasses.replace(cfg, gate_init=0.0), **options)
-    try:
-        h.set_gate(0.0)
-        ppl, logits = h1.perplexity(base.model, base.blocks, keep_logits=1)
-    finally:
-        h.remove()
+    ppl, logits = h1.perplexity_at_init(base.model, base.blocks, cfg, kind, 1, **options)
     equal = all(torch.equal(a, b) for a, b in zip(base.logits, logits, strict=True))
     return dppl(base, ppl) | {"logits_equal": equal}
 
 
 def dppl_carried(base: Base, model, handle, seed: int = 0) -> dict:
     """Perplexity of an injected model with the state carried from one probe pass."""
-    from ran import probes as P
-
-    handle.reset_state()
-    ids, mask = P.batch_encode(base.tokenizer, [PROBE_TEXT])
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask)
-    ppl, _ = h1.perplexity(model, base.blocks)
-    handle.reset_state()
-    return dppl(base, ppl, seed=seed)
+    return dppl(
+        base, h1.perplexity_after_write(model, handle, base.tokenizer, base.blocks), seed=seed
+    )
 
 
 def generate(model, handle, base: Base, n_tokens: int) -> dict:
     """Greedy generations from ``base.prompts`` (fresh state each); means with t-CIs."""
-    per = []
-    for p in base.prompts:
-        if handle is not None:
-            handle.reset_state()
-        pid, gen = h1.greedy_generate(model, base.tokenizer, p, n_tokens)
-        per.append(h1.generation_stats(pid, gen, base.model) | {"text": base.tokenizer.decode(gen)})
+    per = h1.generations(model, handle, base.tokenizer, base.model, base.prompts, n_tokens)
     if handle is not None:
         handle.reset_state()
     stats = {m: mean_ci([s[m] for s in per]) for m in ("rep4", "distinct2", "base_ppl")}

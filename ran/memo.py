@@ -37,7 +37,7 @@ NOT_COMPUTING = ("__main__.py", "pipeline.py", "report.py", "diagram.py", "lab.p
 
 
 def _computing(rel: str) -> bool:
-    return not (rel.endswith("viz.py") or rel.startswith(NOT_COMPUTING) or rel in NOT_COMPUTING)
+    return not (rel.endswith("viz.py") or rel.startswith(NOT_COMPUTING))
 
 
 @functools.cache
@@ -77,13 +77,15 @@ def tensor_digest(tensors) -> str:
     return h.hexdigest()[:16]
 
 
-def memo(outputs: Outputs, name: str, key: dict, fn: Callable[..., Any], *args, **kwargs) -> Any:
+def memo(
+    outputs: Outputs | None, name: str, key: dict, fn: Callable[..., Any], *args, **kwargs
+) -> Any:
     """``fn(*args, **kwargs)``, or its value saved by an earlier call with the same name, key and code.
 
     Parameters
     ----------
-    outputs : Outputs
-        Where the cache lives (``outputs.cache / "memo"``).
+    outputs : Outputs or None
+        Where the cache lives (``outputs.cache / "memo"``); None computes without caching.
     name : str
         What is computed (a file-name-safe word, e.g. ``"capacity"``).
     key : dict
@@ -96,7 +98,7 @@ def memo(outputs: Outputs, name: str, key: dict, fn: Callable[..., Any], *args, 
     """
     if not name.replace("_", "").isalnum():
         raise ValueError(f"memo name must be letters, digits and underscores, not {name!r}")
-    if not enabled():
+    if outputs is None or not enabled():
         return fn(*args, **kwargs)
     path = outputs.cache / "memo" / f"{name}-{key_hash(name, key)}.pt"
     if path.exists():

@@ -88,8 +88,6 @@ def scaling_point(
     if cfg.probe != "secret_word" or cfg.kind != "reservoir":
         raise ValueError("a scaling point is a secret-word run of the reservoir kind")
     args = (cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, progress)
-    if outputs is None:
-        return _scaling_point(*args)
     key = dict(run=cfg.config_hash(), n_test=n_test, blocks=ppl_blocks, block_len=block_len,
                reps=overhead_reps)  # fmt: skip
     return memo(outputs, "scaling", key, _scaling_point, *args)

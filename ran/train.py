@@ -199,8 +199,6 @@ class TrainResult:
         def run():
             return evaluate(self.handle, self.tokenizer, eps, controls, bs, self.config.scoring)
 
-        if self.outputs is None:
-            return run()
         params = tensor_digest(_named_trainable(self.model, self.handle).values())
         key = {"run": self.hash, "params": params, "split": split, "controls": list(controls)}
         return memo(self.outputs, "evaluate", key, run)

@@ -44,6 +44,10 @@ def test_memo_can_be_switched_off_and_rejects_bad_names(tmp_path, monkeypatch):
     memo(out, "thing", {"x": 1}, f, 1)
     memo(out, "thing", {"x": 1}, f, 1)
     assert f.calls == 2 and not (tmp_path / "build/cache/memo").exists()
+    monkeypatch.delenv("RAN_MEMO")
+    memo(None, "thing", {"x": 1}, f, 1)  # no outputs: nowhere to cache, computes each time
+    memo(None, "thing", {"x": 1}, f, 1)
+    assert f.calls == 4
     with pytest.raises(ValueError, match="memo name"):
         memo(out, "../escape", {}, f, 1)
 
