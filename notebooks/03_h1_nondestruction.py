@@ -36,6 +36,7 @@
 # ## Imports
 
 # %%
+import os
 import time
 
 import matplotlib.pyplot as plt
@@ -58,17 +59,20 @@ model_name = "smollm2-135m"  # the language model
 seed = 0  # readout init, data order, probe episodes
 layer = 15  # injected layer, -1 for the middle layer
 threads = 2  # torch threads (2 when the notebook has the machine to itself)
-steps = 200  # optimiser steps of the secret-word runs (upper bound, early stopping)
-lr = 0.02  # peak learning rate of every run
+lr = 0.02  # peak learning rate of the elapsed and idle runs
 kl_weight = 3.0  # weight of the KL divergence from the base model on plain text (0 = off)
 kl_batch = 2  # text blocks per step for the KL term
 kl_len = 48  # tokens per KL block
 query_gate = True  # per-token gate on the slots from layer L's input (opens for questions only)
+input_scaling = 1.0  # reservoir input scaling of every run (see notebook 04's scaling)
 n_train = 3200  # training episodes per probe
 n_test = 128  # test episodes per probe (identical for every control)
 k_list = "6,16,32,64"  # K of the capacity curve (comma string)
-train_k_list = "64"  # K with trained readouts (a K uses the next trained K up)
-elapsed_steps = 60  # optimiser steps of the elapsed-passes run
+train_k_list = "16,64"  # K with trained readouts (a K uses the next trained K up)
+steps_list = "100,120"  # optimiser steps per trained K (upper bound, early stopping)
+lr_list = "0.02,0.05"  # peak learning rate per trained K (64 keys learn slowly at 0.02)
+h1_k = 16  # the trained readout whose model serves H1, generation and overhead
+elapsed_steps = 50  # optimiser steps of the elapsed-passes run
 k_max = 4  # elapsed passes: answers 0..k_max
 pre_max = 4  # filler passes before the event, 0..pre_max (counting from the reset fails)
 idle_sr_list = "0.9,1.1"  # spectral radii of the idle-retention runs
@@ -87,14 +91,17 @@ overhead_reps = 10  # interleaved timing repetitions
 
 # %%
 if profile == "smoke":
-    model_name, layer, steps, n_train, n_test = "tiny-llama", -1, 6, 256, 32
-    k_list, train_k_list, elapsed_steps, idle_sr_list, idle_steps = "4,8", "8", 4, "0.9,1.1", 4
+    model_name, layer, steps_list, lr_list, n_train, n_test = "tiny-llama", -1, "6", "0.02", 256, 32
+    k_list, train_k_list, h1_k, elapsed_steps, idle_sr_list = "4,8", "8", 8, 4, "0.9,1.1"
+    idle_steps = 4
     idle_eval_list, idle_n_test, ppl_blocks, block_len, carried = "0,2,8", 16, 4, 64, 50
     idle_long, gen_tokens, n_gen_prompts, overhead_reps = 1000, 30, 1, 3
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
 ks = [int(x) for x in k_list.split(",")]
 train_ks = [int(x) for x in train_k_list.split(",")]
+train_steps = dict(zip(train_ks, (int(x) for x in steps_list.split(",")), strict=True))
+train_lr = dict(zip(train_ks, (float(x) for x in lr_list.split(",")), strict=True))
 idle_srs = [float(x) for x in idle_sr_list.split(",")]
 idle_train = tuple(int(x) for x in idle_train_list.split(","))
 idle_eval = [int(x) for x in idle_eval_list.split(",")]
@@ -102,10 +109,10 @@ WRITE = ("The secret word is {key}.",)
 common = dict(model_name=model_name, layer=None if layer < 0 else layer, learning_rate=lr,
               batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed,
               kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len,
-              query_gate=query_gate)  # fmt: skip
+              query_gate=query_gate, reservoir=ReservoirConfig(input_scaling=input_scaling))  # fmt: skip
 sw_params = dict(n_train=n_train, n_val=64, n_test=128, write_templates=WRITE)
 t_start = time.perf_counter()
-print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={steps}")
+print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={train_steps}")
 
 # %% [markdown]
 # ## Compute
@@ -115,7 +122,8 @@ print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps=
 runs, capacity = {}, {}
 trained = {}
 for k in train_ks:
-    cfg = TrainConfig(probe="secret_word", probe_params=sw_params | {"k": k}, steps=steps, **common)
+    cfg = TrainConfig(probe="secret_word", probe_params=sw_params | {"k": k}, steps=train_steps[k],
+                      **common | {"learning_rate": train_lr[k]})  # fmt: skip
     trained[k] = train(cfg, outputs, progress=False)
     runs[f"secret_word K={k}"] = trained[k]
 for k in ks:
@@ -125,7 +133,7 @@ for k in ks:
                                    evaluate, res.handle, res.tokenizer, eps, CONTROLS, 32)  # fmt: skip
     print(f"K={k} (readout K={h1.readout_for(k, train_ks)}, {t_eval:.0f} s): "
           + ", ".join(f"{c} {capacity[k][c]['acc']:.3f}" for c in CONTROLS))  # fmt: skip
-main = trained[train_ks[0]]  # the first trained readout (K = 64 in default) serves H1
+main = trained[h1.readout_for(h1_k, train_ks)]  # serves H1, generation and overhead
 for k in train_ks:
     if trained[k] is not main:
         del trained[k].model, trained[k].handle
@@ -151,7 +159,7 @@ id_params = dict(k=idle_k, idle_steps=idle_train, n_train=n_train, n_val=64, n_t
                  write_templates=WRITE)  # fmt: skip
 for sr in idle_srs:
     cfg = TrainConfig(probe="idle_retention", probe_params=id_params, steps=idle_steps,
-                      reservoir=ReservoirConfig(sr=sr), **common)  # fmt: skip
+                      **common | {"reservoir": ReservoirConfig(sr=sr, input_scaling=input_scaling)})  # fmt: skip
     r = train(cfg, outputs, progress=False)
     runs[f"idle_retention sr={sr:g}"] = r
     idle_curves[f"sr={sr:g}"] = [
@@ -233,9 +241,10 @@ plt.show()
 # ## Save
 
 # %%
-run_rows = [[name, r.hash, r.config.steps, len(r.history["step"]), r.history["best_val_acc"],
+run_rows = [[name, r.hash, r.config.learning_rate, r.config.steps, len(r.history["step"]),
+             r.history["best_val_acc"],
              r.wall_time_s / 60, r.loaded] for name, r in runs.items()]  # fmt: skip
-max_run_min = max(r[5] for r in run_rows)
+max_run_min = max(r[6] for r in run_rows)
 acc_rows = [[f"secret word K={k} (readout K={h1.readout_for(k, train_ks)})", capacity[k]["n"],
              capacity[k]["chance"]] + [f"{capacity[k][c]['acc']:.3f} [{capacity[k][c]['ci_low']:.3f}, "
              f"{capacity[k][c]['ci_high']:.3f}]" for c in CONTROLS] for k in ks]  # fmt: skip
@@ -308,9 +317,10 @@ findings = [
         f"repetitions, trained gate open): median time ratio {ovh['median_ratio']:.3f} "
         f"(IQR {ovh['ratio_q25_q75'][0]:.3f}-{ovh['ratio_q25_q75'][1]:.3f})."),
     results.table("Training runs (wall time of the run as recorded; loaded = reused from the cache)",
-                  ["run", "config hash", "max steps", "steps run", "best val acc",
+                  ["run", "config hash", "peak lr", "max steps", "steps run", "best val acc",
                    "wall (min)", "loaded"], run_rows),
-    results.text(f"Longest training run: {max_run_min:.1f} minutes of wall time on a shared 2-core CPU "
+    results.text(f"Longest training run: {max_run_min:.1f} minutes of wall time on this machine's CPU "
+                 f"({os.cpu_count()} cores, {threads} torch threads) "
                  f"({'within' if max_run_min <= 10 else 'over'} the 10-minute budget)."),
 ]  # fmt: skip
 payload = {
@@ -326,7 +336,9 @@ payload = {
     "overhead": ovh,
     "runs": {n: {"hash": r.hash, "config": r.config.to_dict(), "wall_time_s": r.wall_time_s,
                  "loaded": r.loaded, "history": r.history} for n, r in runs.items()},
-    "settings": dict(model_name=model_name, layer=layer, ks=ks, train_ks=train_ks, n_test=n_test,
+    "settings": dict(model_name=model_name, layer=layer, ks=ks, train_ks=train_ks, train_steps=train_steps,
+                     train_lr=train_lr, h1_k=h1_k,
+                     n_test=n_test, input_scaling=input_scaling,
                      idle_srs=idle_srs, idle_train=idle_train, ppl_blocks=ppl_blocks,
                      block_len=block_len, carried=carried, idle_long=idle_long,
                      gen_tokens=gen_tokens, torch_threads=threads),

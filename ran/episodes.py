@@ -21,6 +21,7 @@ import math
 import torch
 
 from ran import probes as P
+from ran import scoring as S
 
 CONTROLS = ("reservoir", "reset", "shuffled", "stateless", "oracle")
 
@@ -64,7 +65,7 @@ class EpisodeRunner:
         self.model = handle.model
         self.tok = tokenizer
         self.scoring = scoring
-        self.pad = P.pad_id(tokenizer)
+        self.pad = S.pad_id(tokenizer)
         self.read_state: torch.Tensor | None = None  # set by run(): the state the question read
 
     # -- state helpers
@@ -90,7 +91,7 @@ class EpisodeRunner:
 
     def write(self, texts: list[str], active: torch.Tensor | None = None) -> None:
         """One cheap write pass (up to the injected layer) over a batch of texts."""
-        ids, mask = P.batch_encode(self.tok, texts)
+        ids, mask = S.batch_encode(self.tok, texts)
         old = self._state(len(texts)) if active is not None else None
         self.h.write_only(ids, mask)
         if active is not None:
@@ -99,22 +100,22 @@ class EpisodeRunner:
     # -- the question pass
     def question_scores(self, episodes: list[P.Episode]) -> torch.Tensor:
         """``(B, K)`` forced-choice scores of the question passes under the current state."""
-        qb = P.encode_question(self.tok, episodes, self.scoring)
+        qb = S.encode_question(self.tok, episodes, self.scoring)
         if qb.first_token:
-            ids, mask = P.pad_left(qb.prompts, self.pad)
+            ids, mask = S.pad_left(qb.prompts, self.pad)
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=_position_ids(mask),
                 logits_to_keep=1,
             )
-            return P.first_token_scores(out.logits[:, -1], qb.first_ids)
+            return S.first_token_scores(out.logits[:, -1], qb.first_ids)
         k = len(episodes[0].candidates)
-        ids, mask, cont = P.sequence_batch(qb, self.pad)
+        ids, mask, cont = S.sequence_batch(qb, self.pad)
         if self.h is not None and self.h.state is not None:
             self.h.state = self.h.state.repeat_interleave(k, 0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask))
-        return P.sequence_scores(out.logits, ids, cont, k)
+        return S.sequence_scores(out.logits, ids, cont, k)
 
     def run(self, episodes: list[P.Episode], control: str = "reservoir") -> torch.Tensor:
         """Reset the reservoir, run every pass, and score the question pass.

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ran import probes as P
+from ran import scoring as S
 
 
 @dataclass
@@ -104,7 +105,7 @@ def carry_passes(handle, tokenizer, texts: list[str], record_every: int = 50) ->
     norms = []
     with torch.no_grad():
         for i, t in enumerate(texts):
-            ids, mask = P.batch_encode(tokenizer, [t])
+            ids, mask = S.batch_encode(tokenizer, [t])
             handle.write_only(ids, mask)
             if (i + 1) % record_every == 0 or i + 1 == len(texts):
                 norms.append((i + 1, state_stats(handle)["norm"]))
@@ -138,7 +139,7 @@ def greedy_generate(model, tokenizer, prompt: str, n_tokens: int) -> tuple[list[
             max_new_tokens=n_tokens,
             min_new_tokens=n_tokens,
             do_sample=False,
-            pad_token_id=P.pad_id(tokenizer),
+            pad_token_id=S.pad_id(tokenizer),
         )
     return ids[0].tolist(), out[0, ids.shape[1] :].tolist()
 
@@ -226,7 +227,7 @@ def perplexity_after_write(model, handle, tokenizer, blocks, text: str = PROBE_T
     """:func:`perplexity` of an injected model whose state is that of one write pass of
     ``text`` from an empty state, then carried block to block; the state is reset after."""
     handle.reset_state()
-    ids, mask = P.batch_encode(tokenizer, [text])
+    ids, mask = S.batch_encode(tokenizer, [text])
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask)
     ppl, _ = perplexity(model, blocks)

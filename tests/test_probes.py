@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ran import probes
+from ran import probes, scoring
 from ran.models import byte_tokenizer
 
 SMALL = dict(n_train=200, n_val=40, n_test=40)
@@ -89,7 +89,7 @@ def test_first_token_scorer_picks_the_constructed_answer():
     cand = torch.tensor([[5, 7, 9, 11]] * 3)
     answers = torch.tensor([2, 0, 3])
     logits[torch.arange(3), cand[torch.arange(3), answers]] += 100.0
-    scores = probes.first_token_scores(logits, cand)
+    scores = scoring.first_token_scores(logits, cand)
     assert scores.shape == (3, 4)
     assert torch.equal(scores.argmax(1), answers)
     assert torch.allclose(scores, torch.log_softmax(logits, -1)[:, [5, 7, 9, 11]])
@@ -97,43 +97,43 @@ def test_first_token_scorer_picks_the_constructed_answer():
 
 def test_sequence_scorer_reads_only_the_continuation():
     ep = probes.Episode(("x", "Q:"), (0, 0), (" ab", " ac", " b"), answer=1)
-    qb = probes.QuestionBatch(prompts=[[1, 2]], rest=[[[3, 4], [3, 5], [6]]], first_token=False)
-    ids, mask, cont = probes.sequence_batch(qb, pad=0)
+    qb = scoring.QuestionBatch(prompts=[[1, 2]], rest=[[[3, 4], [3, 5], [6]]], first_token=False)
+    ids, mask, cont = scoring.sequence_batch(qb, pad=0)
     assert ids.tolist() == [[1, 2, 3, 4], [1, 2, 3, 5], [0, 1, 2, 6]]
     assert cont.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]]
     logits = torch.zeros(3, 4, 10)
     logits[1, 2, 5] = 50.0  # "ac": token 5 after prefix 3
     logits[:, 0, 9] = 80.0  # a strong logit on a prompt position must not count
-    s = probes.sequence_scores(logits, ids, cont, k=3)
+    s = scoring.sequence_scores(logits, ids, cont, k=3)
     assert s.shape == (1, 3) and s.argmax(1).item() == ep.answer
 
 
 def test_encode_question_moves_shared_prefix_into_the_prompt():
     tok = byte_tokenizer()
     eps = probes.make_probe("elapsed", k_max=3, **SMALL).episodes("test")[:4]
-    qb = probes.encode_question(tok, eps)
+    qb = scoring.encode_question(tok, eps)
     assert qb.first_token and qb.first_ids.shape == (4, 4)
     assert tok.decode(qb.prompts[0]).endswith("rang is ")  # the shared space moved in
     assert tok.convert_ids_to_tokens(qb.first_ids[0].tolist()) == ["0", "1", "2", "3"]
     # Byte-level keys sharing their first letter force sequence scoring.
     p = probes.make_probe("secret_word", k=3, keys=("cat", "car", "dog"), **SMALL)
-    qb = probes.encode_question(tok, p.episodes("test")[:2])
+    qb = scoring.encode_question(tok, p.episodes("test")[:2])
     assert not qb.first_token and qb.first_ids is None
     with pytest.raises(ValueError, match="first token"):
-        probes.encode_question(tok, p.episodes("test")[:2], mode="first_token")
+        scoring.encode_question(tok, p.episodes("test")[:2], mode="first_token")
 
 
 def test_pad_left_and_batch_encode():
-    ids, mask = probes.pad_left([[1, 2, 3], [4]], pad_id=0)
+    ids, mask = scoring.pad_left([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-    ids, mask = probes.batch_encode(byte_tokenizer(), ["ab", "abcd"])
+    ids, mask = scoring.batch_encode(byte_tokenizer(), ["ab", "abcd"])
     assert ids.shape == (2, 4) and mask[0].tolist() == [0, 0, 1, 1]
 
 
 def test_elapsed_is_scored_on_the_answer_step_only():
     tok = byte_tokenizer()
     eps = probes.make_probe("elapsed", k_max=4, **SMALL).episodes("val")[:8]
-    qb = probes.encode_question(tok, eps)
+    qb = scoring.encode_question(tok, eps)
     for ep, prompt in zip(eps, qb.prompts, strict=True):
         text = tok.decode(prompt)
         assert text == ep.question + " "  # the question pass alone: no event or filler text
@@ -144,5 +144,5 @@ def test_elapsed_is_scored_on_the_answer_step_only():
     wrong = qb.first_ids[rows, (answers + 1) % 5]
     logits[rows, :-1, wrong] = 100.0  # earlier steps favour a wrong answer: must be ignored
     logits[rows, -1, qb.first_ids[rows, answers]] = 5.0
-    pred = probes.first_token_scores(logits[:, -1], qb.first_ids).argmax(1)
+    pred = scoring.first_token_scores(logits[:, -1], qb.first_ids).argmax(1)
     assert torch.equal(pred, answers)

@@ -7,6 +7,7 @@ import torch
 
 from ran import episodes
 from ran import probes as P
+from ran import scoring as S
 from ran import train as T
 from ran.reservoir import ReservoirConfig
 from ran.results import Outputs
@@ -153,7 +154,7 @@ def _text_kl(res, n_blocks=4):
     with torch.no_grad():
         with episodes.closed_gate(h):
             base = torch.log_softmax(res.model(input_ids=blocks).logits, -1)
-        ids, mask = P.batch_encode(res.tokenizer, ["dog"] * n_blocks)
+        ids, mask = S.batch_encode(res.tokenizer, ["dog"] * n_blocks)
         h.write_only(ids, mask)
         inj = torch.log_softmax(res.model(input_ids=blocks).logits, -1)
     h.reset_state()
