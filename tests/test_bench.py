@@ -149,3 +149,23 @@ def test_cli_bench_notebooks_writes_bench_json(tmp_path, monkeypatch):
     assert main(["bench", "notebooks", "--profile", "smoke"]) == 0
     doc = json.loads((tmp_path / "build/smoke/data/results/bench.json").read_text())
     assert list(doc["results"]) == ["notebooks"]
+
+
+def test_cold_estimate_adds_the_training_time_of_reused_runs_once(tmp_path):
+    outputs = Outputs("smoke", root=tmp_path)
+    run = {"hash": "a", "loaded": True, "wall_time_s": 300.0}
+    fresh = {"hash": "b", "loaded": False, "wall_time_s": 600.0}  # trained here: in the wall time
+    columns = {"hash": ["c", "d"], "loaded": [True, False], "train_wall_s": [120.0, 60.0]}
+    payload = {"runs": {"x": run, "y": fresh}, "scaling": [{"run": dict(run)}], "seeds": columns}
+    save_results("03_x", payload, outputs, seed=0, wall_time_s=600.0)
+    for nb in ("01", "02", "04", "05"):
+        save_results(f"{nb}_x", {}, outputs, seed=0, wall_time_s=60.0)
+    sec = notebooks.run(outputs)
+    row = next(r for r in sec["rows"] if r["notebook"].startswith("03"))
+    # run "a" counted once although recorded twice; "c" from the column form; b and d were trained
+    assert row["reused_runs"] == 2 and row["reused_minutes"] == pytest.approx(7.0)
+    assert row["cold_minutes"] == pytest.approx(17.0)
+    assert sec["cold_minutes"] == pytest.approx(sec["total_minutes"] + 7.0)
+    cold = next(c for c in sec["checks"] if "cold" in c["measure"])
+    assert cold["value"] == pytest.approx(21.0) and cold["met"] is True
+    assert "2 training run(s) were reused" in sec["summary"]

@@ -107,6 +107,10 @@ def update(outputs: Outputs, new: dict) -> dict:
     return ordered
 
 
+def _timed_by(source: str) -> str:
+    return "papermill" if source.startswith("pipeline") else source.split(" (")[0]
+
+
 def _target_text(c: dict) -> str:
     return "none" if c["target"] is None else f"{c['op']} {c['target']:g}"
 
@@ -140,11 +144,30 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
         if name == "notebooks" and sec.get("rows"):
             blocks.append(
                 table(
-                    "Wall time of each notebook in the default profile (minutes), from "
-                    "data/results meta (papermill timing in pipeline.json when recorded)",
-                    ["notebook", "results file", "minutes", "source"],
-                    [[r["notebook"], r["results"], r["minutes"], r["source"]] for r in sec["rows"]]
-                    + [["total", "", sec["total_minutes"], ""]],
+                    "Wall time of each notebook in the default profile (minutes): papermill's "
+                    "(pipeline.json) or, when absent, the notebook's own (results meta); reused "
+                    "runs: training runs loaded from the cache; cold estimate: minutes plus "
+                    "their recorded training minutes",
+                    [
+                        "notebook",
+                        "minutes",
+                        "reused runs",
+                        "their minutes",
+                        "cold estimate",
+                        "timed by",
+                    ],
+                    [
+                        [
+                            r["notebook"],
+                            r["minutes"],
+                            r.get("reused_runs"),
+                            r.get("reused_minutes"),
+                            r.get("cold_minutes"),
+                            _timed_by(r["source"]),
+                        ]
+                        for r in sec["rows"]
+                    ]
+                    + [["total", sec["total_minutes"], "", "", sec.get("cold_minutes"), ""]],
                     fmt=".1f",
                 )
             )
