@@ -52,9 +52,7 @@ model_name = "smollm2-135m"  # the model of the comparison
 seed = 0  # readout init, data order, probe episodes, bootstraps
 layer = 15  # injected layer of the comparison, -1 for the middle layer
 threads = 2  # torch threads (2 when the notebook has the machine to itself)
-kinds = (
-    "reservoir,persistent,additive,recurrent,attractor"  # compared ("prefix" diverged to NaN here)
-)
+kinds = "reservoir,persistent,additive,recurrent,attractor,prefix"  # the mechanisms compared
 elapsed_kinds = (
     "none"  # mechanisms that also run the elapsed-passes probe ("all", "none" or a list)
 )

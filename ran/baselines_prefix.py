@@ -17,13 +17,16 @@ from ran.surgery import InjectionConfig
 class PrefixReadout(torch.nn.Module):
     """Reservoir state (B, N) -> M prefix embeddings (B, M, d); gate per (layer, head)."""
 
-    def __init__(self, units, n_prefix, hidden, n_layers, n_heads, gate_init, init_scale, emb_rms):
+    def __init__(self, units, n_layers, n_heads, gate_init, init_scale, token_emb):
         super().__init__()
+        n_prefix, hidden = token_emb.shape
+        emb_rms = float(token_emb.float().pow(2).mean().sqrt())
         self.shape = (n_prefix, hidden)
         self.proj = torch.nn.Linear(units, n_prefix * hidden)
         torch.nn.init.normal_(self.proj.weight, std=init_scale / units**0.5)
-        torch.nn.init.zeros_(self.proj.bias)
-        self.register_buffer("emb_rms", torch.tensor(float(emb_rms)))  # token-embedding scale
+        with torch.no_grad():  # the empty state reads out real token embeddings, never zeros
+            self.proj.bias.copy_(token_emb.reshape(-1).float() / emb_rms)
+        self.register_buffer("emb_rms", torch.tensor(emb_rms))  # token-embedding scale
         self.gate = torch.nn.Parameter(torch.full((n_layers, n_heads), float(gate_init)))
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
@@ -43,23 +46,28 @@ class PrefixHandle(ReservoirHandle):
     positions (the prefix occupies 0..M-1 instead of shifting the prompt by M),
     and at ``g = 0`` it is bit-identical to the untouched model, with a nonzero
     gradient for g. The prefix never enters the prompt's KV cache.
+
+    The readout's bias starts at the embeddings of M random vocabulary tokens
+    (prefix tuning's initialisation from real tokens), so an empty state reads
+    out a real prefix. Started at zero, the prefix pass ran on an all-zero
+    residual stream, where every RMSNorm's backward multiplies the gradient by
+    about 1/sqrt(eps): through 15 layers of smollm2 that overflowed float32 and
+    turned the readout's gradient into NaN at the first step with an open gate.
     """
 
     def __init__(self, model, cfg: InjectionConfig):
         super().__init__(model, cfg, routed="all")
-        emb = model.get_input_embeddings().weight
-        rms = float(emb.detach().float().pow(2).mean().sqrt())
+        emb = model.get_input_embeddings().weight.detach()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
+            init_ids = torch.randint(emb.shape[0], (cfg.n_slots,))
             self.readout = PrefixReadout(
                 cfg.reservoir.units,
-                cfg.n_slots,
-                self.hidden,
                 len(self.blocks),
                 self.n_heads,
                 cfg.gate_init,
                 cfg.readout_scale,
-                rms,
+                emb[init_ids],
             ).to(device=self.device, dtype=self.dtype)
         self._prefix_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._capturing = False

@@ -57,6 +57,9 @@ RUN_FORMAT = 1  # bump when the meaning of a saved run changes (invalidates the 
 # Version of the KL term (2: its rows start from the state a question reads); in the hash
 # of runs with kl_weight > 0 only, so runs without the term keep their hashes.
 _KL_VERSION = 2
+# Version of the prefix kind's readout init (2: the bias starts at real token embeddings, not
+# zeros, which gave NaN gradients); in the hash of prefix runs only.
+_PREFIX_VERSION = 2
 # Fields added after runs were cached: left out of the hash while at their default.
 _HASH_OPTIONAL = {
     "kind": "reservoir",
@@ -170,6 +173,8 @@ class TrainConfig:
                 d.pop(name)
         if d.get("kl_weight"):
             d["kl_version"] = _KL_VERSION
+        if d.get("kind") == "prefix":
+            d["prefix_version"] = _PREFIX_VERSION
         blob = json.dumps({"format": RUN_FORMAT, **d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -232,3 +232,40 @@ def test_bad_inputs_raise_one_clear_sentence():
             make("prefix", m, SMALL)
         with pytest.raises(ValueError, match=rf"shape \(batch, {h.state_dim}\)"):
             h.state = torch.zeros(1, 3)
+
+
+def test_prefix_reads_real_token_embeddings_from_an_empty_state():
+    """The readout's bias starts at M vocabulary embeddings: a zero prefix (all-zero residual
+    stream, whose RMSNorm backward overflowed to NaN on smollm2) is impossible at init."""
+    m, _ = model("tiny-llama", "eager")
+    emb = m.get_input_embeddings().weight
+    with make("prefix", m, SMALL) as h, torch.no_grad():
+        pre = h.readout(torch.zeros(2, SMALL.reservoir.units))  # (2, M, d)
+    assert pre.shape == (2, SMALL.n_slots, emb.shape[1])
+    rms = pre.pow(2).mean(-1).sqrt()
+    assert bool((rms > 0.1 * emb.pow(2).mean().sqrt()).all()), rms  # never a zero prefix
+    # each prefix row is one of the vocabulary's embeddings
+    dist = (pre[0][:, None, :] - emb[None]).abs().amax(-1).min(1).values  # (M,)
+    assert float(dist.max()) < 1e-5, dist
+
+
+def test_prefix_gradient_is_finite_through_a_deep_stack():
+    """An open gate on a deep model: the readout's gradient must stay finite (it was NaN)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=24,
+                      num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                      initializer_range=0.5)  # weights large enough to amplify like smollm2's  # fmt: skip
+    m = LlamaForCausalLM(cfg).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    inj = InjectionConfig(reservoir=ReservoirConfig(units=16, seed=1), n_slots=2, layer=20)
+    with make("prefix", m, inj) as h:
+        h.set_gate(0.5)
+        h.readout.requires_grad_(True)
+        logits = m(input_ids=torch.arange(1, 9)[None]).logits
+        logits[0, -1].logsumexp(0).backward()
+        grads = [p.grad for p in h.trainable_parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
