@@ -53,12 +53,10 @@ seed = 0  # readout init, data order, probe episodes, bootstraps
 layer = 15  # injected layer of the comparison, -1 for the middle layer
 threads = 2  # torch threads (2 when the notebook has the machine to itself)
 kinds = "reservoir,persistent,additive,recurrent,attractor,prefix"  # the mechanisms compared
-elapsed_kinds = (
-    "none"  # mechanisms that also run the elapsed-passes probe ("all", "none" or a list)
-)
+elapsed_kinds = "reservoir,recurrent"  # kinds that also run the elapsed probe ("all", "none")
 k_list = "6,16"  # K of the recall test; readouts are trained at the largest
 steps = 80  # optimiser steps of each recall run (upper bound, early stopping)
-elapsed_steps = 60  # optimiser steps of each elapsed-passes run
+elapsed_steps = 40  # optimiser steps of each elapsed-passes run
 batch = 16  # episodes per step
 lr = 0.02  # peak learning rate
 gate_init = 0.0  # gate logit at init (0: closed)
@@ -269,6 +267,15 @@ for k, c in no_state.items():
         f"{'yes' if c['stateless_at_chance'] else 'no'}), reservoir "
         f"{compare.fmt_acc(c['reservoir'])}: reservoir above both with non-overlapping 95% CIs "
         f"{'met' if c['above'] else 'NOT met'}."))  # fmt: skip
+el_check = compare.elapsed_check(cmp) if any(r["elapsed"] for r in cmp.values()) else {}
+if el_check:
+    findings.append(results.text(
+        f"Elapsed passes (answers 0..{k_max}, chance {next(iter(el_check.values()))['chance']:.3f}"
+        f", stateless model {compare.fmt_acc(next(iter(el_check.values()))['stateless'])}): "
+        + "; ".join(f"{lab} {compare.fmt_acc(c['acc'])}, reset {compare.fmt_acc(c['reset'])}, "
+                    f"above both controls with non-overlapping 95% CIs: "
+                    f"{'yes' if c['above'] else 'no'}" for lab, c in el_check.items())
+        + f" ({elapsed_steps} training steps each, KL weight {kl_weight:g})."))  # fmt: skip
 findings.append(results.figure(
     p_cmp, f"Mechanisms on {model_name}: recall at K = {list(ks)} and elapsed passes (bars: with "
     "state; open squares: state reset; dashed: stateless base model; dotted: chance; 95% Wilson "
@@ -316,6 +323,7 @@ findings += [
 payload = {
     "comparison": {lab: {k: v for k, v in r.items()} for lab, r in cmp.items()},
     "no_state_check": no_state,
+    "elapsed_check": el_check,
     "failed": failed,
     "base": {"ppl": base.ppl.summary | {"block_nll": base.ppl.block_nll},
              "generation": base.generation, "prompts": base.prompts},

@@ -74,7 +74,7 @@ noise_steps = 1200  # steps of the scalar-noise drive for the untrained PR / MC
 washout = 200  # steps discarded before the untrained metrics
 mc_k_max = 100  # delays of the memory capacity
 n_boot = 2000  # bootstrap resamples (over seeds) of Spearman rho
-threads = 1  # torch threads (a shared 2-core CPU: one thread wastes no time spinning)
+threads = 2  # torch threads (2 when the notebook has the machine to itself)
 
 # %%
 extra = {}  # TrainConfig overrides (smoke only)

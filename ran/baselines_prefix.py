@@ -15,12 +15,17 @@ from ran.surgery import InjectionConfig
 
 
 class PrefixReadout(torch.nn.Module):
-    """Reservoir state (B, N) -> M prefix embeddings (B, M, d); gate per (layer, head)."""
+    """Reservoir state (B, N) -> M prefix embeddings (B, M, d); gate per (layer, head).
 
-    def __init__(self, units, n_layers, n_heads, gate_init, init_scale, token_emb):
+    ``token_emb`` (M, d) are the embeddings the empty state reads out (the bias);
+    ``emb_rms`` is the RMS of the whole embedding table, the output scale, so the
+    scale does not depend on which M tokens were drawn.
+    """
+
+    def __init__(self, units, n_layers, n_heads, gate_init, init_scale, token_emb, emb_rms):
         super().__init__()
         n_prefix, hidden = token_emb.shape
-        emb_rms = float(token_emb.float().pow(2).mean().sqrt())
+        emb_rms = float(emb_rms)
         self.shape = (n_prefix, hidden)
         self.proj = torch.nn.Linear(units, n_prefix * hidden)
         torch.nn.init.normal_(self.proj.weight, std=init_scale / units**0.5)
@@ -68,6 +73,7 @@ class PrefixHandle(ReservoirHandle):
                 cfg.gate_init,
                 cfg.readout_scale,
                 emb[init_ids],
+                emb.float().pow(2).mean().sqrt(),
             ).to(device=self.device, dtype=self.dtype)
         self._prefix_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._capturing = False

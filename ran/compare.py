@@ -320,3 +320,20 @@ def no_state_check(results: dict[str, dict], ks: tuple[int, ...], stateful: str 
             "above": r["reservoir"]["ci_low"] > max(pr["ci_high"], s["ci_high"]),
         }
     return out
+
+
+def elapsed_check(results: dict[str, dict]) -> dict[str, dict]:
+    """Per mechanism that ran the elapsed probe: its accuracy, its reset control, the
+    stateless model's, chance, and whether it beats both controls with non-overlapping
+    95% Wilson CIs (the must-show of notebook 03, asked of every mechanism)."""
+    out = {}
+    for label, r in results.items():
+        ev = r["elapsed"]
+        if not ev:
+            continue
+        s = next(x["elapsed"]["stateless"] for x in results.values()
+                 if x["elapsed"] and "stateless" in x["elapsed"])  # fmt: skip
+        a, z = ev["reservoir"], ev["reset"]
+        out[label] = {"acc": a, "reset": z, "stateless": s, "chance": ev["chance"],
+                      "above": a["ci_low"] > max(z["ci_high"], s["ci_high"])}  # fmt: skip
+    return out

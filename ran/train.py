@@ -54,12 +54,15 @@ from ran.reservoir import ReservoirConfig
 from ran.results import Outputs, package_versions, to_jsonable
 
 RUN_FORMAT = 1  # bump when the meaning of a saved run changes (invalidates the cache)
-# Version of the KL term (2: its rows start from the state a question reads); in the hash
-# of runs with kl_weight > 0 only, so runs without the term keep their hashes.
-_KL_VERSION = 2
-# Version of the prefix kind's readout init (2: the bias starts at real token embeddings, not
-# zeros, which gave NaN gradients); in the hash of prefix runs only.
-_PREFIX_VERSION = 2
+# Per-feature versions, hashed only into the runs that use the feature (so every other run
+# keeps its hash): (hash key, predicate on the config dict, version).
+#   kl_version 2: the KL term's rows start from the state a question reads.
+#   prefix_version 2: the prefix readout's bias starts at real token embeddings, not zeros
+#   (which gave NaN gradients); 3: its output scale is the whole embedding table's RMS.
+_FEATURE_VERSIONS = (
+    ("kl_version", lambda d: bool(d.get("kl_weight")), 2),
+    ("prefix_version", lambda d: d.get("kind") == "prefix", 3),
+)
 # Fields added after runs were cached: left out of the hash while at their default.
 _HASH_OPTIONAL = {
     "kind": "reservoir",
@@ -171,10 +174,7 @@ class TrainConfig:
         for name, default in _HASH_OPTIONAL.items():  # fields added later: old hashes stay valid
             if d.get(name) == default:
                 d.pop(name)
-        if d.get("kl_weight"):
-            d["kl_version"] = _KL_VERSION
-        if d.get("kind") == "prefix":
-            d["prefix_version"] = _PREFIX_VERSION
+        d |= {key: version for key, uses, version in _FEATURE_VERSIONS if uses(d)}
         blob = json.dumps({"format": RUN_FORMAT, **d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

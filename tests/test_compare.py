@@ -187,3 +187,24 @@ def test_per_model_lists():
         S.per_model(["a", "b"], "1,2,3")
     with pytest.raises(ValueError, match="non-empty"):
         S.parse_list(" , ")
+
+
+def _acc(correct: int, n: int = 100) -> dict:
+    from ran.episodes import accuracy_summary
+
+    return accuracy_summary(torch.arange(n) < correct, 0.2)
+
+
+def test_elapsed_check_needs_both_controls_beaten():
+    ctrl = {"stateless": _acc(22), "reset": _acc(20), "reservoir": _acc(90), "chance": 0.2}
+    strong = {"elapsed": ctrl}
+    weak = {"elapsed": ctrl | {"reservoir": _acc(28)}}  # above the reset, CIs overlap
+    beaten_by_stateless = {"elapsed": ctrl | {"reservoir": _acc(60), "stateless": _acc(55)}}
+    out = C.elapsed_check({"a": strong, "b": weak, "c": {"elapsed": None}})
+    assert set(out) == {"a", "b"}  # mechanisms without the probe are left out
+    assert out["a"]["above"] and not out["b"]["above"]
+    assert out["a"]["stateless"]["correct"] == 22
+    # the stateless model comes from whichever mechanism ran the base controls
+    no_base = {k: v for k, v in beaten_by_stateless["elapsed"].items() if k != "stateless"}
+    mixed = C.elapsed_check({"x": {"elapsed": no_base}, "y": beaten_by_stateless})
+    assert not mixed["x"]["above"] and mixed["x"]["stateless"]["correct"] == 55
