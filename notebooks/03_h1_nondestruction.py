@@ -60,7 +60,7 @@ seed = 0  # readout init, data order, probe episodes
 layer = 15  # injected layer, -1 for the middle layer
 threads = 2  # torch threads (2 when the notebook has the machine to itself)
 lr = 0.02  # peak learning rate of the elapsed and idle runs
-kl_weight = 3.0  # weight of the KL divergence from the base model on plain text (0 = off)
+kl_weight = 3.0  # weight of the KL divergence from the base model on plain text (0: off)
 kl_batch = 2  # text blocks per step for the KL term
 kl_len = 48  # tokens per KL block
 query_gate = True  # per-token gate on the slots from layer L's input (opens for questions only)

@@ -88,7 +88,7 @@ scale_units = "768,1024,896,1536"  # reservoir units per model (paper; one value
 scale_input_scaling = "0.3"  # input scaling per model (paper; one value: all)
 units_list = "128,512"  # default profile: units axis, at the comparison's input_scaling
 input_scaling_list = "0.3,1.0"  # default profile: input scaling axis, at the comparison's units
-scale_k = 16  # keys of the scaling runs (= max K: the comparison's reservoir run is reused)
+scale_k = 16  # keys of the scaling runs (the max K: the comparison's reservoir run is reused)
 scale_steps = 80  # optimiser steps of each scaling run
 scale_n_test = 128  # test episodes per scaling point
 scale_ppl_blocks = 8  # perplexity blocks per scaling point

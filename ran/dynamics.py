@@ -83,7 +83,14 @@ def memory_capacity(
     xm, ym = xtr.mean(1, keepdim=True), ytr.mean(0)
     xc = xtr - xm
     gram = xc.transpose(1, 2) @ xc + ridge * torch.eye(N, dtype=torch.float64)
-    w = torch.linalg.solve(gram, xc.transpose(1, 2) @ (ytr - ym))  # (G, N, k)
+    # Cholesky, not torch.linalg.solve: the batched LU solve of torch 2.13's CPU build
+    # fails (oneMKL DLASWP) for a batch of >= 2 systems with 2 threads; gram is SPD.
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if bool(info.any()):
+        raise ValueError(
+            f"memory capacity: the state Gram matrix is singular; raise ridge ({ridge})"
+        )
+    w = torch.cholesky_solve(xc.transpose(1, 2) @ (ytr - ym), chol)  # (G, N, k)
     pred = (x[te].transpose(0, 1) - xm) @ w + ym  # (G, m, k)
     yt = y[te] - y[te].mean(0)
     pc = pred - pred.mean(1, keepdim=True)

@@ -169,3 +169,25 @@ def test_cold_estimate_adds_the_training_time_of_reused_runs_once(tmp_path):
     cold = next(c for c in sec["checks"] if "cold" in c["measure"])
     assert cold["value"] == pytest.approx(21.0) and cold["met"] is True
     assert "2 training run(s) were reused" in sec["summary"]
+    # b and d were trained while the notebook ran: the training share of its own minutes
+    assert row["trained_runs"] == 2 and row["training_minutes"] == pytest.approx(11.0)
+    assert sec["training_minutes"] == pytest.approx(11.0)
+    assert "include 11.0 min of training for the 2 run(s)" in sec["summary"]
+
+
+def test_cold_estimate_never_adds_a_run_trained_in_the_same_pipeline(tmp_path):
+    outputs = Outputs("smoke", root=tmp_path)
+    trained_in_03 = {"hash": "t", "loaded": False, "wall_time_s": 240.0}
+    shared = {"hash": "s", "loaded": True, "wall_time_s": 120.0}  # reused by 04 and 05
+    save_results("03_x", {"runs": [trained_in_03]}, outputs, seed=0, wall_time_s=600.0)
+    loads_t = {"runs": [dict(trained_in_03, loaded=True), shared]}
+    save_results("04_x", loads_t, outputs, seed=0, wall_time_s=300.0)
+    save_results("05_x", {"runs": [shared]}, outputs, seed=0, wall_time_s=60.0)
+    for nb in ("01", "02"):
+        save_results(f"{nb}_x", {}, outputs, seed=0, wall_time_s=60.0)
+    sec = notebooks.run(outputs)
+    row = {r["notebook"][:2]: r for r in sec["rows"]}
+    assert row["04"]["reused_runs"] == 1 and row["04"]["reused_minutes"] == pytest.approx(2.0)
+    assert row["03"]["training_minutes"] == pytest.approx(4.0)
+    # "t" is inside 03's wall time; "s" is added once although 04 and 05 both load it
+    assert sec["cold_minutes"] == pytest.approx(sec["total_minutes"] + 2.0)

@@ -51,6 +51,26 @@ def test_memory_capacity_bounded_by_units():
         assert 0.3 * units < ours <= units
 
 
+def test_memory_capacity_batched_with_two_threads_equals_one_group_at_a_time():
+    # torch 2.13's batched LU solve fails on CPU for >= 2 systems with 2 threads (notebook
+    # 05's eight seeds at N = 512 hit it); the readout solve must work and match per group
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(600, generator=g, dtype=torch.float64) * 2 - 1
+    states = torch.tanh(
+        torch.randn(600, 3, 64, generator=g, dtype=torch.float64) + u[:, None, None]
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batched = memory_capacity(states, u, 20, 100)
+        alone = torch.cat([memory_capacity(states[:, i : i + 1], u, 20, 100) for i in range(3)])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(batched, alone, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="singular"):
+        memory_capacity(torch.zeros(600, 2, 8, dtype=torch.float64), u, 5, 100, ridge=0.0)
+
+
 def test_participation_ratio_known_cases():
     g = torch.Generator().manual_seed(0)
     iso = torch.randn(20000, 1, 5, generator=g, dtype=torch.float64)

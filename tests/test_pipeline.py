@@ -51,6 +51,20 @@ def test_failing_notebook_is_named(tmp_path, monkeypatch):
     assert "01_ok" in timing["meta"]["timing"]
 
 
+@pytest.mark.parametrize("src", pipeline.list_notebooks(), ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter(src, tmp_path):
+    """papermill's parameter inspection (``--help-notebook``, type inference) skips a
+    line with more than one ``=``, e.g. in its comment; every parameter must be read."""
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    nb = pipeline.to_ipynb(src, tmp_path / f"{src.stem}.ipynb")
+    cell = next(c for c in nbformat.read(nb, 4).cells if "parameters" in c.metadata.get("tags", []))
+    names = [ln.split("=")[0].strip() for ln in cell.source.splitlines() if ln and ln[0].isalpha()]
+    parsed = [p.name for p in PythonTranslator.inspect(cell)]
+    assert parsed == names, f"papermill skipped {sorted(set(names) - set(parsed))}"
+
+
 def test_render_table_formats_and_checks_width():
     block = table("cap", ["a", "b"], [[0.123456, [1.0, 2.5]], ["x", None]], fmt=".2f")
     md = render_table(block)

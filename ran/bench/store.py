@@ -145,12 +145,14 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
             blocks.append(
                 table(
                     "Wall time of each notebook in the default profile (minutes): papermill's "
-                    "(pipeline.json) or, when absent, the notebook's own (results meta); reused "
-                    "runs: training runs loaded from the cache; cold estimate: minutes plus "
-                    "their recorded training minutes",
+                    "(pipeline.json) or, when absent, the notebook's own (results meta); "
+                    "training: minutes of the runs trained while it ran (part of its minutes); "
+                    "reused runs: training runs loaded from the cache; cold estimate: minutes "
+                    "plus their recorded training minutes",
                     [
                         "notebook",
                         "minutes",
+                        "training",
                         "reused runs",
                         "their minutes",
                         "cold estimate",
@@ -160,6 +162,7 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
                         [
                             r["notebook"],
                             r["minutes"],
+                            r.get("training_minutes"),
                             r.get("reused_runs"),
                             r.get("reused_minutes"),
                             r.get("cold_minutes"),
@@ -167,7 +170,17 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
                         ]
                         for r in sec["rows"]
                     ]
-                    + [["total", sec["total_minutes"], "", "", sec.get("cold_minutes"), ""]],
+                    + [
+                        [
+                            "total",
+                            sec["total_minutes"],
+                            sec.get("training_minutes"),
+                            "",
+                            "",
+                            sec.get("cold_minutes"),
+                            "",
+                        ]
+                    ],
                     fmt=".1f",
                 )
             )
