@@ -144,7 +144,7 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
         if name == "notebooks" and sec.get("rows"):
             blocks.append(
                 table(
-                    "Wall time of each notebook in the default profile (minutes): papermill's "
+                    "Wall time of each notebook (by number) in the default profile (minutes): papermill's "
                     "(pipeline.json) or, when absent, the notebook's own (results meta); "
                     "training: minutes of the runs trained while it ran (part of its minutes); "
                     "reused runs: training runs loaded from the cache; cold estimate: minutes "
@@ -160,7 +160,7 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
                     ],
                     [
                         [
-                            r["notebook"],
+                            r["notebook"].split("_")[0],  # the number: the PDF table is narrow
                             r["minutes"],
                             r.get("training_minutes"),
                             r.get("reused_runs"),
