@@ -111,6 +111,7 @@ el_kinds = (kind_list if elapsed_kinds == "all" else []
             if elapsed_kinds == "none" else scaling.parse_list(elapsed_kinds))  # fmt: skip
 ks = tuple(scaling.parse_list(k_list, int))
 base_kind = "reservoir" if "reservoir" in kind_list else kind_list[0]  # runs the base controls
+compare.check_elapsed_kinds(el_kinds, base_kind)
 WRITE = ("The secret word is {key}.",)
 train_extra = dict(warmup_steps=min(5, steps - 1), eval_every=20, patience=2, gate_init=gate_init,
                    kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
@@ -267,7 +268,7 @@ for k, c in no_state.items():
         f"{'yes' if c['stateless_at_chance'] else 'no'}), reservoir "
         f"{compare.fmt_acc(c['reservoir'])}: reservoir above both with non-overlapping 95% CIs "
         f"{'met' if c['above'] else 'NOT met'}."))  # fmt: skip
-el_check = compare.elapsed_check(cmp) if any(r["elapsed"] for r in cmp.values()) else {}
+el_check = compare.elapsed_check(cmp)
 if el_check:
     findings.append(results.text(
         f"Elapsed passes (answers 0..{k_max}, chance {next(iter(el_check.values()))['chance']:.3f}"

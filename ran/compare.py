@@ -322,17 +322,31 @@ def no_state_check(results: dict[str, dict], ks: tuple[int, ...], stateful: str 
     return out
 
 
+def check_elapsed_kinds(elapsed_kinds, base_kind: str) -> None:
+    """Fail fast unless ``base_kind`` (the mechanism that runs the base-model controls) is
+    among ``elapsed_kinds`` whenever any kind runs the elapsed probe: the stateless
+    control of every elapsed row comes from it."""
+    if elapsed_kinds and base_kind not in elapsed_kinds:
+        raise ValueError(
+            f"elapsed kinds {list(elapsed_kinds)} must include {base_kind!r}, which runs the "
+            "stateless control of the elapsed probe"
+        )
+
+
 def elapsed_check(results: dict[str, dict]) -> dict[str, dict]:
     """Per mechanism that ran the elapsed probe: its accuracy, its reset control, the
     stateless model's, chance, and whether it beats both controls with non-overlapping
     95% Wilson CIs (the must-show of notebook 03, asked of every mechanism)."""
+    ran = {label: r["elapsed"] for label, r in results.items() if r["elapsed"]}
+    if not ran:
+        return {}
+    s = next((ev["stateless"] for ev in ran.values() if "stateless" in ev), None)
+    if s is None:
+        raise ValueError(
+            "no elapsed result carries the stateless control (see check_elapsed_kinds)"
+        )
     out = {}
-    for label, r in results.items():
-        ev = r["elapsed"]
-        if not ev:
-            continue
-        s = next(x["elapsed"]["stateless"] for x in results.values()
-                 if x["elapsed"] and "stateless" in x["elapsed"])  # fmt: skip
+    for label, ev in ran.items():
         a, z = ev["reservoir"], ev["reset"]
         out[label] = {"acc": a, "reset": z, "stateless": s, "chance": ev["chance"],
                       "above": a["ci_low"] > max(z["ci_high"], s["ci_high"])}  # fmt: skip

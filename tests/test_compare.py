@@ -208,3 +208,10 @@ def test_elapsed_check_needs_both_controls_beaten():
     no_base = {k: v for k, v in beaten_by_stateless["elapsed"].items() if k != "stateless"}
     mixed = C.elapsed_check({"x": {"elapsed": no_base}, "y": beaten_by_stateless})
     assert not mixed["x"]["above"] and mixed["x"]["stateless"]["correct"] == 55
+    assert C.elapsed_check({"c": {"elapsed": None}}) == {}
+    with pytest.raises(ValueError, match="stateless"):
+        C.elapsed_check({"x": {"elapsed": no_base}})
+    C.check_elapsed_kinds([], "reservoir")
+    C.check_elapsed_kinds(["recurrent", "reservoir"], "reservoir")
+    with pytest.raises(ValueError, match="must include 'reservoir'"):
+        C.check_elapsed_kinds(["recurrent"], "reservoir")
