@@ -45,6 +45,8 @@ class LayerHandle:
     ``remove()`` restores the original configs, hooks and nothing else.
     """
 
+    lower_cacheable = True  # only layer L is routed: ran.lowercache may reuse 0..L-1
+
     def __init__(self, model, cfg: InjectionConfig, routed: str = "layer"):
         if not isinstance(cfg, InjectionConfig):
             raise ValueError("cfg must be a ran.surgery.InjectionConfig.")

@@ -60,6 +60,8 @@ class PrefixHandle(ReservoirHandle):
     turned the readout's gradient into NaN at the first step with an open gate.
     """
 
+    lower_cacheable = False  # the prefix changes the input of every layer
+
     def __init__(self, model, cfg: InjectionConfig):
         super().__init__(model, cfg, routed="all")
         emb = model.get_input_embeddings().weight.detach()

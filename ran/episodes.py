@@ -22,6 +22,7 @@ import torch
 
 from ran import probes as P
 from ran import scoring as S
+from ran.lowercache import reuse_lower
 
 CONTROLS = ("reservoir", "reset", "shuffled", "stateless", "oracle")
 
@@ -93,13 +94,18 @@ class EpisodeRunner:
         """One cheap write pass (up to the injected layer) over a batch of texts."""
         ids, mask = S.batch_encode(self.tok, texts)
         old = self._state(len(texts)) if active is not None else None
-        self.h.write_only(ids, mask)
+        with reuse_lower(self.h):
+            self.h.write_only(ids, mask)
         if active is not None:
             self._keep(active, old)
 
     # -- the question pass
     def question_scores(self, episodes: list[P.Episode]) -> torch.Tensor:
         """``(B, K)`` forced-choice scores of the question passes under the current state."""
+        with reuse_lower(self.h):
+            return self._question_scores(episodes)
+
+    def _question_scores(self, episodes: list[P.Episode]) -> torch.Tensor:
         qb = S.encode_question(self.tok, episodes, self.scoring)
         if qb.first_token:
             ids, mask = S.pad_left(qb.prompts, self.pad)

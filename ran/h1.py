@@ -30,6 +30,7 @@ import torch
 
 from ran import probes as P
 from ran import scoring as S
+from ran.lowercache import reuse_lower
 
 
 @dataclass
@@ -86,13 +87,15 @@ def perplexity(model, blocks: torch.Tensor, keep_logits: int = 0) -> tuple[PPL, 
 
 
 def state_stats(handle) -> dict:
-    """Norm (L2, and RMS per unit) of the handle's state and whether it is finite."""
+    """Norm (L2, and RMS per unit) of the handle's state and whether it is finite; with
+    several rows (a batch), the largest row's norm and RMS."""
     s = handle.state
     if s is None:
         return {"norm": 0.0, "rms": 0.0, "finite": True}
+    s = s.reshape(-1, s.shape[-1])
     return {
-        "norm": float(s.norm()),
-        "rms": float(s.pow(2).mean().sqrt()),
+        "norm": float(s.norm(dim=-1).max()),
+        "rms": float(s.pow(2).mean(-1).sqrt().max()),
         "finite": bool(torch.isfinite(s).all()),
     }
 
@@ -131,17 +134,35 @@ def greedy_generate(model, tokenizer, prompt: str, n_tokens: int) -> tuple[list[
     With an injected model (``advance="forward"``) the state advances once per
     forward call, i.e. once per generated token. Returns (prompt ids, new ids).
     """
-    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    return greedy_generate_batch(model, tokenizer, [prompt], n_tokens)[0]
+
+
+def greedy_generate_batch(
+    model, tokenizer, prompts: list[str], n_tokens: int
+) -> list[tuple[list[int], list[int]]]:
+    """:func:`greedy_generate` of every prompt in one left-padded batch.
+
+    Decoding one token at batch 1 reads every weight once per token (memory-bound on
+    a CPU), so a batch of B prompts costs little more than one. An injected model
+    keeps one state row per prompt. Returns (prompt ids, new ids) per prompt.
+    """
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    ids, mask = S.batch_encode(tokenizer, list(prompts))
     with torch.no_grad():
         out = model.generate(
             input_ids=ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=mask,
             max_new_tokens=n_tokens,
             min_new_tokens=n_tokens,
             do_sample=False,
             pad_token_id=S.pad_id(tokenizer),
         )
-    return ids[0].tolist(), out[0, ids.shape[1] :].tolist()
+    width = ids.shape[1]
+    return [
+        (ids[i, width - int(mask[i].sum()) :].tolist(), out[i, width:].tolist())
+        for i in range(len(prompts))
+    ]
 
 
 def _ngrams(seq: list[int], n: int) -> list[tuple]:
@@ -218,7 +239,8 @@ def perplexity_at_init(
     h = make(kind, model, dataclasses.replace(cfg, gate_init=0.0), **options)
     try:
         h.set_gate(0.0)
-        return perplexity(model, blocks, keep_logits=keep_logits)
+        with reuse_lower(h):
+            return perplexity(model, blocks, keep_logits=keep_logits)
     finally:
         h.remove()
 
@@ -230,21 +252,23 @@ def perplexity_after_write(model, handle, tokenizer, blocks, text: str = PROBE_T
     ids, mask = S.batch_encode(tokenizer, [text])
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask)
-    ppl, _ = perplexity(model, blocks)
+    with reuse_lower(handle):
+        ppl, _ = perplexity(model, blocks)
     handle.reset_state()
     return ppl
 
 
 def generations(model, handle, tokenizer, base_model, prompts: list[str], n_tokens: int):
-    """Greedy generations from ``prompts`` (``handle``'s state reset before each; None:
-    an untouched model): :func:`generation_stats` plus the decoded ``text``, per prompt."""
-    per = []
-    for p in prompts:
-        if handle is not None:
-            handle.reset_state()
-        pid, gen = greedy_generate(model, tokenizer, p, n_tokens)
-        per.append(generation_stats(pid, gen, base_model) | {"text": tokenizer.decode(gen)})
-    return per
+    """Greedy generations from ``prompts``, one batch (``handle``'s state reset first, one
+    row per prompt; None: an untouched model): :func:`generation_stats` plus the decoded
+    ``text``, per prompt."""
+    if handle is not None:
+        handle.reset_state()  # every prompt's row starts from the empty state
+    pairs = greedy_generate_batch(model, tokenizer, prompts, n_tokens)
+    return [
+        generation_stats(pid, gen, base_model) | {"text": tokenizer.decode(gen)}
+        for pid, gen in pairs
+    ]
 
 
 def nondestruction(plain, run, blocks: torch.Tensor, lines: list[str], idle_long: int) -> dict:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ran.episodes import closed_gate
+from ran.lowercache import reuse_lower
 
 if TYPE_CHECKING:
     from ran.train import TrainConfig
@@ -46,7 +47,7 @@ class KLTerm:
 
     def base(self, step: int) -> torch.Tensor:
         """Log-probabilities of the base model (gate closed) on this step's blocks."""
-        with closed_gate(self.h), torch.no_grad():
+        with closed_gate(self.h), torch.no_grad(), reuse_lower(self.h):
             logits = self.model(input_ids=self._ids(step), use_cache=False).logits
         return torch.log_softmax(logits.float(), -1)
 
@@ -60,7 +61,9 @@ class KLTerm:
             if self.carried is not None and b > 1:
                 state = torch.cat([state[:-1], self.carried[-1:]])
             self.h.state = state
-        logp = torch.log_softmax(self.model(input_ids=ids, use_cache=False).logits.float(), -1)
+        with reuse_lower(self.h):  # the blocks' layers 0..L-1 were run by base()
+            logits = self.model(input_ids=ids, use_cache=False).logits
+        logp = torch.log_softmax(logits.float(), -1)
         self.carried = None if self.h.state is None else self.h.state.detach()
         self.h.reset_state()
         return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()

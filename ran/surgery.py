@@ -105,6 +105,8 @@ class RANHandle(StateMixin):
         last pass at layer L, recorded while ``record_slot_mass`` is True.
     """
 
+    lower_cacheable = True  # layers 0..L-1 untouched: ran.lowercache may reuse them
+
     def __init__(self, model, cfg: InjectionConfig):
         blocks, attns, _ = S.model_layers(model)
         layer = S.target_layer(model, cfg.layer, len(blocks))

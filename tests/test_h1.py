@@ -86,6 +86,24 @@ def test_continuation_nll_and_generation(tiny):
     assert stats["n_tokens"] == 8 and stats["base_ppl"] > 1
 
 
+def test_batched_generation_matches_one_prompt_at_a_time():
+    model, tok = load_model("tiny-llama", seed=0)
+    prompts = ["To be or not", "A horse! a horse! my kingdom for a horse"]  # unequal lengths
+    alone = [h1.greedy_generate(model, tok, p, 10) for p in prompts]
+    assert h1.greedy_generate_batch(model, tok, prompts, 10) == alone
+    # injected, gate open: each prompt keeps its own state row, as if generated alone
+    with inject(model, InjectionConfig(n_slots=4)) as h:
+        h.set_gate(0.5)
+        one = []
+        for p in prompts:
+            h.reset_state()
+            one.append(h1.greedy_generate(model, tok, p, 10))
+        h.reset_state()
+        assert h1.greedy_generate_batch(model, tok, prompts, 10) == one
+        assert h.state.shape[0] == 2 and h1.state_stats(h)["norm"] > 0
+    assert one != alone  # the open gate changed the text: the comparison above can fail
+
+
 def test_readout_for():
     assert h1.readout_for(6, [16, 64]) == 16
     assert h1.readout_for(32, [16, 64]) == 64
