@@ -45,6 +45,7 @@ import torch
 
 from ran import h1, probe_viz, results
 from ran.data import shakespeare_lines, token_blocks
+from ran.episodes import above
 from ran.memo import memo
 from ran.models import load_model
 from ran.reservoir import ReservoirConfig
@@ -254,7 +255,7 @@ acc_rows.append([f"elapsed passes (k_max={k_max}, 0..{pre_max} passes before the
 c16 = capacity[16]["reservoir"] if 16 in capacity else None
 ckmax = capacity[max(ks)]["reservoir"]
 er, es, ez = elapsed["reservoir"], elapsed["stateless"], elapsed["reset"]
-el_met = er["ci_low"] > max(es["ci_high"], ez["ci_high"])
+el_met = above(er, es, ez)
 d_trained = dppl["trained, carried from a probe pass"]
 d_carried = dppl[f"trained, after {carried} carried passes"]
 stable = carry["finite"] and idle_stab["finite"] and all(p.finite for p in ppl.values())

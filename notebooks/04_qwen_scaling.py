@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from ran import compare, compare_claims, compare_viz, results, scaling
+from ran.episodes import above
 from ran.reservoir import ReservoirConfig
 from ran.train import TrainConfig
 
@@ -301,8 +302,8 @@ if claim_rows:
 scale_what = ("reservoir units x input scaling on " + model_name if profile == "default"
               else "models " + ", ".join(p["model_name"] for p in points))  # fmt: skip
 best = max(points, key=lambda p: p["recall"]["reservoir"]["acc"])
-n_above = sum(p["recall"]["reservoir"]["ci_low"] > max(p["recall"]["reset"]["ci_high"],
-              p["recall"]["stateless"]["ci_high"]) for p in points)  # fmt: skip
+n_above = sum(above(p["recall"]["reservoir"], p["recall"]["reset"], p["recall"]["stateless"])
+              for p in points)  # fmt: skip
 findings += [
     results.table(
         f"Scaling ({scale_what}): K = {scale_k} secret-word recall after {scale_steps} steps "

@@ -29,7 +29,7 @@ from ran import h1
 from ran import measure as M
 from ran.baselines import KINDS, make, trainable_count
 from ran.baselines_attractor import AttractorConfig
-from ran.episodes import CONTROLS, evaluate
+from ran.episodes import CONTROLS, above, evaluate
 from ran.memo import memo
 from ran.reservoir import ReservoirConfig
 from ran.train import TrainConfig, train
@@ -255,8 +255,7 @@ def comparison_rows(results: dict[str, dict], ks: tuple[int, ...]) -> tuple[list
              fmt_ci(o["median_ratio"], o["ci95"], ".3f"), r["train_wall_s"] / 60]
         )  # fmt: skip
     first = reference(results)
-    el = next((r["elapsed"] for r in results.values() if r["elapsed"] and "stateless" in r["elapsed"]),
-              None)  # fmt: skip
+    el = elapsed_reference(results)
     n_idle = len(first["idle"])
     for ctrl in ("stateless", "oracle"):
         probe_rows.append(
@@ -279,6 +278,14 @@ def reference(results: dict[str, dict]) -> dict:
         if "stateless" in next(iter(r["recall"].values())):
             return r
     raise ValueError("no mechanism of the comparison was evaluated with base_controls=True")
+
+
+def elapsed_reference(results: dict[str, dict]) -> dict | None:
+    """The first elapsed evaluation that carries the base-model controls (None: none does)."""
+    return next(
+        (r["elapsed"] for r in results.values() if r["elapsed"] and "stateless" in r["elapsed"]),
+        None,
+    )
 
 
 def _elapsed_cells(ev: dict | None, controls: tuple[str, ...]) -> list[str]:
@@ -317,7 +324,7 @@ def no_state_check(results: dict[str, dict], ks: tuple[int, ...], stateful: str 
             "same_as_reset": p["reservoir"]["pred"] == p["reset"]["pred"],
             "static_at_chance": pr["ci_low"] <= c <= pr["ci_high"],
             "stateless_at_chance": s["ci_low"] <= c <= s["ci_high"],
-            "above": r["reservoir"]["ci_low"] > max(pr["ci_high"], s["ci_high"]),
+            "above": above(r["reservoir"], pr, s),
         }
     return out
 
@@ -340,14 +347,15 @@ def elapsed_check(results: dict[str, dict]) -> dict[str, dict]:
     ran = {label: r["elapsed"] for label, r in results.items() if r["elapsed"]}
     if not ran:
         return {}
-    s = next((ev["stateless"] for ev in ran.values() if "stateless" in ev), None)
-    if s is None:
+    ref = elapsed_reference(results)
+    if ref is None:
         raise ValueError(
             "no elapsed result carries the stateless control (see check_elapsed_kinds)"
         )
+    s = ref["stateless"]
     out = {}
     for label, ev in ran.items():
         a, z = ev["reservoir"], ev["reset"]
         out[label] = {"acc": a, "reset": z, "stateless": s, "chance": ev["chance"],
-                      "above": a["ci_low"] > max(z["ci_high"], s["ci_high"])}  # fmt: skip
+                      "above": above(a, z, s)}  # fmt: skip
     return out

@@ -46,6 +46,14 @@ def accuracy_summary(correct: torch.Tensor, chance: float) -> dict:
     return {"acc": k / n, "ci_low": lo, "ci_high": hi, "correct": k, "n": n, "chance": chance}
 
 
+def above(acc: dict, *controls: dict) -> bool:
+    """Is the accuracy summary ``acc`` above every control, with non-overlapping 95% CIs
+    (its lower bound above each control's upper bound)?"""
+    if not controls:
+        raise ValueError("above() needs at least one control to compare with")
+    return acc["ci_low"] > max(c["ci_high"] for c in controls)
+
+
 # ----------------------------------------------------------------------------- running episodes
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:
     """Positions that start at 0 at each row's first real token (left padding)."""

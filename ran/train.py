@@ -24,20 +24,19 @@ wall time and curves go to ``outputs.results/runs/<hash>.json`` and the trained
 parameters to ``outputs.cache/runs/<hash>/params.safetensors``; a run whose
 hash exists is loaded instead of retrained.
 
-Evaluation with every control lives in :mod:`ran.episodes` (re-exported here).
+The optimisation loop itself is :func:`ran.fit.fit`; evaluation with every
+control lives in :mod:`ran.episodes` (re-exported here).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ran import probes as P
 from ran.episodes import (  # noqa: F401  (re-exported: the public names of ran.train)
@@ -48,7 +47,7 @@ from ran.episodes import (  # noqa: F401  (re-exported: the public names of ran.
     evaluate,
     wilson_interval,
 )
-from ran.kl import KLTerm
+from ran.fit import fit
 from ran.memo import memo, tensor_digest
 from ran.reservoir import ReservoirConfig
 from ran.results import Outputs, package_versions, to_jsonable
@@ -211,17 +210,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- training
-def _lr_lambda(cfg: TrainConfig):
-    def f(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        span = max(1, cfg.steps - cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
-
-
 def _build(cfg: TrainConfig):
     """Load the model, freeze it, add LoRA if asked, and inject the reservoir."""
     from ran.baselines import make
@@ -308,7 +296,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
                 episodes,
                 outputs,
             )
-        history = _fit(cfg, model, tok, handle, named, episodes, progress)
+        history = fit(cfg, model, tok, handle, named, episodes, progress)
     wall = time.perf_counter() - t0
     params_path.parent.mkdir(parents=True, exist_ok=True)
     save_file({n: p.detach().contiguous().clone() for n, p in named.items()}, str(params_path))
@@ -334,68 +322,3 @@ def _inside(outputs: Outputs, path: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
-    """The optimisation loop; returns the curves and restores the best-val parameters."""
-    params = list(named.values())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    runner = EpisodeRunner(handle, tok, cfg.scoring)
-    train_eps, val_eps = episodes["train"], episodes["val"]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
-    history = {"step": [], "loss": [], "lr": [], "val_step": [], "val_acc": []}
-    kl_term = KLTerm(cfg, model, tok, handle) if cfg.kl_weight else None
-    if kl_term is not None:
-        history["kl"] = []
-    best = (-1.0, 0, {n: p.detach().clone() for n, p in named.items()})
-    evals_since_best = 0
-    model.eval()  # no dropout: the base model is frozen and runs are deterministic
-    bar = tqdm(range(cfg.steps), disable=not progress, desc=f"train {cfg.probe}", leave=False)
-    for step in bar:
-        if len(order) < cfg.batch_size:
-            order += torch.randperm(len(train_eps), generator=gen).tolist()
-        batch = [train_eps[i] for i in order[: cfg.batch_size]]
-        del order[: cfg.batch_size]
-        base_logp = kl_term.base(step) if kl_term is not None else None
-        scores = runner.run(batch, "reservoir")
-        answers = torch.tensor([e.answer for e in batch])
-        loss = torch.nn.functional.cross_entropy(scores, answers)
-        if kl_term is not None:
-            kl = kl_term(step, base_logp, runner.read_state)
-            history["kl"].append(kl.item())
-            loss = loss + cfg.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        handle.detach_state()
-        history["step"].append(step + 1)
-        history["loss"].append(loss.item())
-        history["lr"].append(sched.get_last_lr()[0])
-        last = step + 1 == cfg.steps
-        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
-            acc = evaluate(handle, tok, val_eps, ("reservoir",), cfg.eval_batch_size, cfg.scoring)[
-                "reservoir"
-            ]["acc"]
-            history["val_step"].append(step + 1)
-            history["val_acc"].append(acc)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{acc:.3f}")
-            if acc > best[0]:
-                best = (acc, step + 1, {n: p.detach().clone() for n, p in named.items()})
-                evals_since_best = 0
-            else:
-                evals_since_best += 1
-                if cfg.patience and evals_since_best >= cfg.patience:
-                    break
-    with torch.no_grad():
-        for n, p in named.items():
-            p.copy_(best[2][n])
-    history["best_val_acc"], history["best_step"] = best[0], best[1]
-    handle.reset_state()
-    return history

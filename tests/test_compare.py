@@ -9,6 +9,7 @@ from ran import compare as C
 from ran import compare_claims as CL
 from ran import measure as M
 from ran import scaling as S
+from ran.episodes import above
 from ran.models import load_model
 from ran.reservoir import ReservoirConfig
 from ran.results import Outputs
@@ -215,3 +216,11 @@ def test_elapsed_check_needs_both_controls_beaten():
     C.check_elapsed_kinds(["recurrent", "reservoir"], "reservoir")
     with pytest.raises(ValueError, match="must include 'reservoir'"):
         C.check_elapsed_kinds(["recurrent"], "reservoir")
+
+
+def test_above_needs_non_overlapping_intervals():
+    a = {"ci_low": 0.5, "ci_high": 0.9}
+    assert above(a, {"ci_low": 0.1, "ci_high": 0.4}, {"ci_low": 0.2, "ci_high": 0.49})
+    assert not above(a, {"ci_low": 0.1, "ci_high": 0.4}, {"ci_low": 0.3, "ci_high": 0.5})
+    with pytest.raises(ValueError, match="at least one control"):
+        above(a)
