@@ -61,7 +61,7 @@ run: $(STAMP)  ## one notebook: make run ONLY=01 [PROFILE=default]
 report: $(STAMP)  ## regenerate FINDINGS.md's generated sections and the PDF from data/results
 	$(PY) -m ran report --profile $(PROFILE)
 
-bench: $(STAMP)  ## benchmarks (overhead, pass cost, sweep, notebook times) -> data/results/bench.json
+bench: $(STAMP)  ## benchmarks (overhead, pass cost, sweep, lower-layer reuse, notebook times) -> data/results/bench.json
 	$(PY) -m ran bench all
 
 lab: $(STAMP)  ## JupyterLab on the notebooks (sliders need the widget extension, installed)

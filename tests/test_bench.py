@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from ran.bench import BENCHES, notebooks, overhead, passcost, run_benches, store, sweep
+from ran.bench import BENCHES, lowercache, notebooks, overhead, passcost, run_benches, store, sweep
 from ran.results import Outputs, save_results
 
 FIELDS = {
     "overhead": ("median_ratio", "ratio_ci95", "median_plain_s", "median_injected_s", "target"),
     "pass_cost": ("curve", "ratio", "figure", "caption", "target"),
     "sweep": ("speedup_float64", "speedup_float32", "same_computation", "target"),
+    "lowercache": ("ratio_on", "ratio_on_ci95", "ratio_shared", "median_s", "identical", "target"),
     "notebooks": ("rows", "total_minutes", "target"),
 }
 
@@ -25,6 +26,7 @@ def bench(tmp_path_factory):
     store.update(outputs, {"overhead": overhead.run(outputs, reps=2, seq_len=32)})
     store.update(outputs, {"pass_cost": passcost.run(outputs, small)})
     store.update(outputs, {"sweep": sweep.run(outputs, repeats=1)})
+    store.update(outputs, {"lowercache": lowercache.run(outputs)})
     run_benches("notebooks", outputs, progress=None)
     doc = json.loads((outputs.results / "bench.json").read_text())
     return outputs, doc
@@ -122,7 +124,7 @@ def test_check_and_update_reject_bad_input(tmp_path):
         store.update(Outputs("smoke", root=tmp_path), {"sweep": {"summary": "x"}})
     with pytest.raises(ValueError, match="unknown benchmark"):
         run_benches("everything", Outputs("smoke", root=tmp_path))
-    assert set(BENCHES) == {"overhead", "passcost", "sweep", "notebooks"}
+    assert set(BENCHES) == {"overhead", "passcost", "sweep", "lowercache", "notebooks"}
 
 
 @pytest.mark.parametrize(
@@ -191,3 +193,14 @@ def test_cold_estimate_never_adds_a_run_trained_in_the_same_pipeline(tmp_path):
     assert row["03"]["training_minutes"] == pytest.approx(4.0)
     # "t" is inside 03's wall time; "s" is added once although 04 and 05 both load it
     assert sec["cold_minutes"] == pytest.approx(sec["total_minutes"] + 2.0)
+
+
+def test_lowercache_bench_reuses_and_changes_nothing(bench):
+    _, doc = bench
+    sec = doc["results"]["lowercache"]
+    assert sec["identical"] is True
+    assert len(sec["times_s"]["off"]) == sec["reps"] == 2
+    served = sec["served_calls"]  # off runs every layer; shared finds what on stored
+    assert served["off"] == 0 < served["on"] < served["shared"], served
+    with pytest.raises(ValueError, match="reps"):
+        lowercache.measure("tiny-llama", 4, 16, 0, 8)

@@ -15,6 +15,7 @@ BENCHES = {
     "overhead": ("overhead", "ran.bench.overhead"),
     "passcost": ("pass_cost", "ran.bench.passcost"),
     "sweep": ("sweep", "ran.bench.sweep"),
+    "lowercache": ("lowercache", "ran.bench.lowercache"),
     "notebooks": ("notebooks", "ran.bench.notebooks"),
 }
 
