@@ -88,37 +88,35 @@ def stored_bytes() -> int:
 
 def _put(key: str, h: torch.Tensor, budget: int) -> None:
     global _BYTES
-    size = h.numel() * h.element_size()
-    if size > budget:
+    if h.nbytes > budget:
         return
     _STORE[key] = h
-    _BYTES += size
+    _BYTES += h.nbytes
     while _BYTES > budget:
         _, old = _STORE.popitem(last=False)
-        _BYTES -= old.numel() * old.element_size()
+        _BYTES -= old.nbytes
         STATS.evicted += 1
 
 
 def _lower_tensors(model, layer: int) -> list[torch.Tensor]:
+    """The base model's tensors outside its blocks (embeddings, positions, final norm),
+    then those of blocks 0..L-1."""
     blocks, _, base = model_layers(model)
-    blocks_below = [p for b in blocks[:layer] for p in b.parameters()]
-    outside = [p for n, p in base.named_parameters() if not _in_blocks(n)]
-    return outside + blocks_below
+    in_blocks = {id(p) for b in blocks for p in b.parameters()}
+    outside = [p for p in base.parameters() if id(p) not in in_blocks]
+    return outside + [p for b in blocks[:layer] for p in b.parameters()]
 
 
-def _in_blocks(name: str) -> bool:
-    return name.startswith(("layers.", "h."))
-
-
-def fingerprint(model, layer: int) -> str:
-    """A digest of everything below layer L (embeddings, positions, blocks 0..L-1).
+def fingerprint(model, layer: int, tensors: list[torch.Tensor] | None = None) -> str:
+    """A digest of everything below layer L (``tensors``, by default :func:`_lower_tensors`:
+    embeddings, positions, blocks 0..L-1, and the final norm, which sits outside the blocks).
 
     Exact bytes would cost a second per model; instead every tensor contributes
     its shape, dtype, float64 sum and sum of squares and a strided sample of
     its values. It is recomputed whenever a lower tensor was modified in place
     (its version counter moved).
     """
-    tensors = _lower_tensors(model, layer)
+    tensors = _lower_tensors(model, layer) if tensors is None else tensors
     version = (layer, tuple(t._version for t in tensors))
     cached = _FINGERPRINTS.get(model)
     if cached is not None and cached[0] == version:
@@ -158,9 +156,10 @@ class _Reuse:
     def __init__(self, model, layer: int, budget: int):
         self.model, self.layer, self.budget = model, layer, budget
         self.blocks = model_layers(model)[0]
-        self.print = fingerprint(model, layer)
+        lower = _lower_tensors(model, layer)
+        self.print = fingerprint(model, layer, lower)
         # lower weights that require a gradient (LoRA being trained): only no-grad calls served
-        self.grad_lower = any(t.requires_grad for t in _lower_tensors(model, layer))
+        self.grad_lower = any(t.requires_grad for t in lower)
         self.key: str | None = None  # the served call's key (None: not served)
         self.hit: torch.Tensor | None = None  # the stored input of layer L on a hit
         self.depth = 0
@@ -242,10 +241,11 @@ def reuse_lower(handle):
     Does nothing (every call runs in full) when ``handle`` is None or not
     ``lower_cacheable``, or the budget is 0. Nested blocks on the same model reuse the outer one.
     """
-    if handle is None or getattr(handle.model, "_ran_reuse", None) is not None:
-        yield
-        return
-    if not _eligible(handle):
+    if (
+        handle is None
+        or getattr(handle.model, "_ran_reuse", None) is not None
+        or not _eligible(handle)
+    ):
         yield
         return
     reuse = _Reuse(handle.model, handle.layer, budget_bytes())
