@@ -34,12 +34,13 @@
 # ## Imports
 
 # %%
+import dataclasses
 import time
 
 import matplotlib.pyplot as plt
 import torch
 
-from ran import compare, compare_claims, compare_viz, results, scaling
+from ran import compare, compare_claims, compare_tables, compare_viz, results, scaling
 from ran.episodes import above
 from ran.reservoir import ReservoirConfig
 from ran.train import TrainConfig
@@ -95,6 +96,9 @@ scale_n_test = 128  # test episodes per scaling point
 scale_ppl_blocks = 8  # perplexity blocks per scaling point
 scale_block_len = 128  # tokens per block (and overhead length) per scaling point
 scale_overhead_reps = 5  # timing repetitions per scaling point
+extended = False  # also the extended comparison, saved as 04_extended (outside the 60-min budget)
+ext_k_list = "6,16,64"  # extended comparison: K of recall (readouts trained at the largest)
+ext_elapsed_kinds = "all"  # extended comparison: kinds that also run the elapsed probe
 
 # %%
 if profile == "smoke":
@@ -104,15 +108,12 @@ if profile == "smoke":
     block_len, gen_tokens = 32, 24
     scale_models, scale_units, scale_input_scaling = "tiny-gpt2,tiny-qwen2,tiny-llama", "64", "0.3"
     scale_k, scale_steps, scale_n_test, scale_ppl_blocks, scale_block_len = 4, 3, 16, 2, 32
-    scale_overhead_reps = 2
+    scale_overhead_reps, extended, ext_k_list = 2, True, "2,4,8"
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
 kind_list = scaling.parse_list(kinds)
-el_kinds = (kind_list if elapsed_kinds == "all" else []
-            if elapsed_kinds == "none" else scaling.parse_list(elapsed_kinds))  # fmt: skip
+el_kinds = compare.parse_kinds(elapsed_kinds, kind_list)
 ks = tuple(scaling.parse_list(k_list, int))
-base_kind = "reservoir" if "reservoir" in kind_list else kind_list[0]  # runs the base controls
-compare.check_elapsed_kinds(el_kinds, base_kind)
 WRITE = ("The secret word is {key}.",)
 train_extra = dict(warmup_steps=min(5, steps - 1), eval_every=20, patience=2, gate_init=gate_init,
                    kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
@@ -137,30 +138,11 @@ print(f"profile={profile}: {model_name}, kinds={kind_list}, K={ks} (trained at {
 # %%
 t_cmp = time.perf_counter()
 base = compare.compare_base(cc, outputs)
-cmp, failed = {}, {}  # failed: label -> the error that stopped it (reported, not hidden)
-for kind in kind_list:
-    variants = ([("attractor (no gating)", compare_claims.ungated(attractor_gate)),
-                 ("attractor (gating + burn-in)", compare_claims.gated(attractor_gate))]
-                if kind == "attractor" else [(kind, None)])  # fmt: skip
-    for label, acfg in variants:
-        t0 = time.perf_counter()
-        try:
-            r = compare.compare_mechanism(kind, cc, base, outputs, attractor=acfg,
-                                          elapsed=kind in el_kinds,
-                                          base_controls=kind == base_kind)  # fmt: skip
-        except (ValueError, FloatingPointError) as exc:  # e.g. training diverged to NaN
-            failed[label] = f"{type(exc).__name__}: {exc}"
-            print(f"{label} FAILED after {time.perf_counter() - t0:.0f} s: {failed[label]}")
-            continue
-        cmp[label] = r
-        print(f"{label} ({time.perf_counter() - t0:.0f} s): "
-              + ", ".join(f"K={k} {r['recall'][k]['reservoir']['acc']:.3f}" for k in ks)
-              + (f", elapsed {r['elapsed']['reservoir']['acc']:.3f}" if r["elapsed"] else "")
-              + f", ΔPPL {r['dppl_trained']['dppl_pct']:+.2f}%")  # fmt: skip
+cmp, failed = compare.compare_all(cc, base, kind_list, el_kinds, outputs, attractor_gate)
 cmp_s = time.perf_counter() - t_cmp
-probe_rows, cost_rows = compare.comparison_rows(cmp, ks)
-no_state = (compare.no_state_check(cmp, ks)
+no_state = (compare_tables.no_state_check(cmp, ks)
             if {"reservoir", "persistent"} <= set(cmp) else {})  # fmt: skip
+el_check = compare_tables.elapsed_check(cmp)
 
 # %% [markdown]
 # ### The attractor layer's reported behaviours
@@ -171,6 +153,24 @@ claim_rows = (compare_claims.claims(cmp[att[0]], cmp[att[1]], base.generation, t
               if set(att) <= set(cmp) else [])  # fmt: skip
 for row in claim_rows:
     print(row)
+
+# %% [markdown]
+# ### Extended comparison (`extended`): recall up to K = 64, elapsed passes for every kind
+#
+# The same comparison with the readouts trained at the largest K of
+# `ext_k_list` and the elapsed probe run by every kind. It costs more than the
+# default profile's 60-minute budget allows, so it is a separate run
+# (`python -m ran run --only 04 -p extended true`) saved as `04_extended`;
+# the elapsed runs of the kinds above are reused from the cache.
+
+# %%
+t_ext = time.perf_counter()
+if extended:
+    cc_ext = dataclasses.replace(cc, ks=tuple(scaling.parse_list(ext_k_list, int)))
+    cmp_ext, failed_ext = compare.compare_all(
+        cc_ext, base, kind_list, compare.parse_kinds(ext_elapsed_kinds, kind_list), outputs,
+        attractor_gate)  # fmt: skip
+ext_s = time.perf_counter() - t_ext
 
 # %% [markdown]
 # ### Scaling: across models (smoke, paper) or across units x input scaling (default)
@@ -213,6 +213,13 @@ fig.savefig(p_cmp, dpi=120)
 plt.show()
 
 # %%
+if extended:
+    fig = compare_viz.comparison_figure(cmp_ext, cc_ext.ks)
+    p_ext = outputs.figure_path("04_extended.png")
+    fig.savefig(p_ext, dpi=120)
+    plt.show()
+
+# %%
 fig = compare_viz.scaling_figure(points, x_key, group_key)
 p_scale = outputs.figure_path("04_scaling.png")
 fig.savefig(p_scale, dpi=120)
@@ -223,65 +230,8 @@ plt.show()
 
 # %%
 g_cfg = compare_claims.gated(attractor_gate)
-findings = [
-    results.table(
-        f"Cross-pass probes on {model_name}: accuracy [95% Wilson CI] of every mechanism on the "
-        f"identical test episodes; recall readouts trained once at K = {cc.k_train} and tested as "
-        f"a K-way forced choice ({n_test} episodes per K); reset/shuffled: state wiped / another "
-        f"episode's state before the question (K = {cc.k_train}); elapsed: k = 0..{k_max} after "
-        f"0..{pre_max} passes before the event (n/a: not run); idle n: "
-        f"K = {idle_k} recall after n zero-input passes, with the recall readout (never trained "
-        f"on idle passes). The attractor is untrained (feedback gain g = {attractor_gate:g}); "
-        f"with a burn-in of {g_cfg.burn_in} passes the question of a two-pass recall episode "
-        "gets no feedback, so the gated attractor's recall is the stateless model's by "
-        "construction.",
-        compare.probe_columns(ks, cc.idle_counts), probe_rows),
-    results.table(
-        f"Cost and non-destruction on {model_name}: ΔPPL vs the base ({ppl_blocks} held-out "
-        f"blocks x {block_len} tokens; paired bootstrap 95% CI over blocks) at init (gate closed) "
-        f"and after training with the state carried from a probe pass (attractor: feedback on); "
-        f"{gen_tokens}-token greedy generation from {n_gen_prompts} held-out prompt(s) (rep-4, "
-        f"distinct-2, perplexity under the base; base model: rep-4 "
-        f"{base.generation['rep4']['mean']:.3f}, distinct-2 "
-        f"{base.generation['distinct2']['mean']:.3f}, base PPL "
-        f"{base.generation['base_ppl']['mean']:.3g}); forward-time ratio at {block_len} tokens "
-        f"(median of {overhead_reps} interleaved reps, bootstrap 95% CI); training wall time of "
-        "the recall and elapsed runs as recorded.",
-        compare.COST_COLUMNS, cost_rows),
-    results.text(
-        f"At init every mechanism leaves held-out perplexity unchanged: "
-        f"{sum(r['dppl_init']['dppl_pct'] == 0 for r in cmp.values())} of {len(cmp)} give ΔPPL = "
-        f"0 exactly, with torch.equal first-block logits in "
-        f"{sum(r['dppl_init']['logits_equal'] for r in cmp.values())} of {len(cmp)}."),
-]  # fmt: skip
-if failed:
-    findings.append(results.text(
-        "Failed and left out of the tables (same settings as the others): "
-        + "; ".join(f"{lab}: {msg}" for lab, msg in failed.items()) + "."))  # fmt: skip
 k_head = ks[len(ks) // 2]  # the README headline is the must-show at the middle K
-for k, c in no_state.items():
-    findings.append({"headline": k == k_head} | results.text(
-        f"Must-show, K = {k} (chance {c['chance']:.3f}): persistent slots "
-        f"{compare.fmt_acc(c['static'])} (predictions identical with the state reset: "
-        f"{'yes' if c['same_as_reset'] else 'NO'}; CI covers chance: "
-        f"{'yes' if c['static_at_chance'] else 'no'}), stateless model "
-        f"{compare.fmt_acc(c['stateless'])} (covers chance: "
-        f"{'yes' if c['stateless_at_chance'] else 'no'}), reservoir "
-        f"{compare.fmt_acc(c['reservoir'])}: reservoir above both with non-overlapping 95% CIs "
-        f"{'met' if c['above'] else 'NOT met'}."))  # fmt: skip
-el_check = compare.elapsed_check(cmp)
-if el_check:
-    findings.append(results.text(
-        f"Elapsed passes (answers 0..{k_max}, chance {next(iter(el_check.values()))['chance']:.3f}"
-        f", stateless model {compare.fmt_acc(next(iter(el_check.values()))['stateless'])}): "
-        + "; ".join(f"{lab} {compare.fmt_acc(c['acc'])}, reset {compare.fmt_acc(c['reset'])}, "
-                    f"above both controls with non-overlapping 95% CIs: "
-                    f"{'yes' if c['above'] else 'no'}" for lab, c in el_check.items())
-        + f" ({elapsed_steps} training steps each, KL weight {kl_weight:g})."))  # fmt: skip
-findings.append(results.figure(
-    p_cmp, f"Mechanisms on {model_name}: recall at K = {list(ks)} and elapsed passes (bars: with "
-    "state; open squares: state reset; dashed: stateless base model; dotted: chance; 95% Wilson "
-    "CIs), ΔPPL after training and forward-time ratio (bootstrap 95% CIs).", outputs))  # fmt: skip
+findings = compare_tables.findings(cmp, cc, base.generation, p_cmp, outputs, failed, g_cfg, k_head)
 if claim_rows:
     s_star = g_cfg.eta * (1 - g_cfg.decay) / (g_cfg.decay + g_cfg.eta * (1 - g_cfg.decay))
     findings += [
@@ -296,7 +246,9 @@ if claim_rows:
             f"{tol.describe()}.", compare_claims.CLAIM_COLUMNS, claim_rows),
         results.text(
             f"{sum(r[-1] == 'yes' for r in claim_rows)} of {len(claim_rows)} reported behaviours "
-            f"of the attractor layer reproduce on {model_name}: "
+            f"of the attractor layer reproduce on {model_name} "
+            f"({sum(r[-1] == 'inconclusive' for r in claim_rows)} inconclusive at this sample "
+            "size): "
             + "; ".join(f"{r[1]}: {r[-1]}" for r in claim_rows) + "."),
     ]  # fmt: skip
 scale_what = ("reservoir units x input scaling on " + model_name if profile == "default"
@@ -314,7 +266,7 @@ findings += [
     results.text(
         f"Scaling: the reservoir is above both the reset and the stateless control "
         f"(non-overlapping 95% CIs) at {n_above} of {len(points)} points; best recall "
-        f"{compare.fmt_acc(best['recall']['reservoir'])} ({best['model_name']}, N = "
+        f"{compare_tables.fmt_acc(best['recall']['reservoir'])} ({best['model_name']}, N = "
         f"{best['units']}, input scaling {best['input_scaling']:g}); ΔPPL at init is 0 exactly at "
         f"{sum(p['dppl_init']['dppl_pct'] == 0 for p in points)} of {len(points)} points."),
     results.figure(
@@ -339,6 +291,24 @@ payload = {
                      scale_steps=scale_steps),
 }  # fmt: skip
 path = results.save_results("04_qwen_scaling", payload, outputs, seed=seed, model_name=model_name,
-                            wall_time_s=time.perf_counter() - t_start, findings=findings,
+                            wall_time_s=time.perf_counter() - t_start - ext_s, findings=findings,
                             extra_meta={"timing": {"comparison_s": cmp_s, "scaling_s": scale_s}})  # fmt: skip
 print(f"saved {outputs.rel(path)}")
+
+# %%
+if extended:
+    ext_findings = compare_tables.findings(cmp_ext, cc_ext, base.generation, p_ext, outputs,
+                                           failed_ext, g_cfg, cc_ext.ks[-1])  # fmt: skip
+    ext_payload = {
+        "comparison": cmp_ext,
+        "no_state_check": (compare_tables.no_state_check(cmp_ext, cc_ext.ks)
+                           if {"reservoir", "persistent"} <= set(cmp_ext) else {}),
+        "elapsed_check": compare_tables.elapsed_check(cmp_ext),
+        "failed": failed_ext,
+        "settings": payload["settings"] | dict(ks=cc_ext.ks, k_train=cc_ext.k_train,
+                                               elapsed_kinds=ext_elapsed_kinds),
+    }  # fmt: skip
+    path = results.save_results("04_extended", ext_payload, outputs, seed=seed,
+                                model_name=model_name, wall_time_s=ext_s, findings=ext_findings,
+                                extra_meta={"timing": {"comparison_s": ext_s}})  # fmt: skip
+    print(f"saved {outputs.rel(path)}")

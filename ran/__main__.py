@@ -3,7 +3,7 @@
 - ``run --profile {smoke,default,paper} [--only 01,03] [-p name value]``: execute the
   notebooks in order with papermill, export HTML (see :mod:`ran.pipeline`).
 - ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
-- ``bench {overhead,passcost,sweep,notebooks,all} [--profile P]``: benchmarks measured in
+- ``bench {overhead,passcost,sweep,lowercache,notebooks,all} [--profile P]``: benchmarks measured in
   one run, saved as sections of data/results/bench.json (see :mod:`ran.bench`).
 """
 

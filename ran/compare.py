@@ -18,18 +18,22 @@ For each kind of :data:`ran.baselines.KINDS`, :func:`compare_mechanism` returns:
 
 The attractor (:mod:`ran.baselines_attractor`) is not trained: it is evaluated
 as built, with its feedback gain ``g`` open; "trained" then means "feedback
-on". Training runs are cached by :func:`ran.train.train`.
+on". Training runs are cached by :func:`ran.train.train`. :func:`compare_all`
+runs every kind; the tables, must-shows and findings are in
+:mod:`ran.compare_tables`.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ran import h1
 from ran import measure as M
 from ran.baselines import KINDS, make, trainable_count
 from ran.baselines_attractor import AttractorConfig
-from ran.episodes import CONTROLS, above, evaluate
+from ran.compare_claims import gated, ungated
+from ran.episodes import CONTROLS, evaluate
 from ran.memo import memo
 from ran.reservoir import ReservoirConfig
 from ran.train import TrainConfig, train
@@ -220,113 +224,18 @@ def _compare_mechanism(kind, cc, base, outputs, attractor, elapsed, progress, ba
     return out
 
 
-def fmt_acc(s: dict) -> str:
-    """``acc [lo, hi]`` of an accuracy summary."""
-    return f"{s['acc']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-
-
-def fmt_ci(v: float, ci, f: str = "+.2f") -> str:
-    """``v [lo, hi]`` (just ``v`` without a CI) in format ``f``."""
-    return f"{v:{f}}" if ci is None else f"{v:{f}} [{ci[0]:{f}}, {ci[1]:{f}}]"
-
-
-def comparison_rows(results: dict[str, dict], ks: tuple[int, ...]) -> tuple[list, list]:
-    """Rows of the two comparison tables: cross-pass probes, and cost / non-destruction.
-
-    The probe table ends with the stateless model, the oracle and chance (the
-    controls common to every mechanism, taken from the first result).
-    """
-    probe_rows, cost_rows = [], []
-    for label, r in results.items():
-        k_max, idle = ks[-1], r["idle"]
-        probe_rows.append(
-            [label, r["trainable_params"], *(fmt_acc(r["recall"][k]["reservoir"]) for k in ks),
-             fmt_acc(r["recall"][k_max]["reset"]), fmt_acc(r["recall"][k_max]["shuffled"]),
-             *_elapsed_cells(r["elapsed"], ("reservoir", "reset")),
-             *(fmt_acc(idle[n]["reservoir"]) for n in idle)]
-        )  # fmt: skip
-        g, o = r["generation"], r["overhead"]
-        cost_rows.append(
-            [label, r["trainable_params"], fmt_ci(r["dppl_init"]["dppl_pct"], r["dppl_init"]["ci95"]),
-             fmt_ci(r["dppl_trained"]["dppl_pct"], r["dppl_trained"]["ci95"]),
-             fmt_ci(g["rep4"]["mean"], g["rep4"]["ci95"], ".3f"),
-             fmt_ci(g["distinct2"]["mean"], g["distinct2"]["ci95"], ".3f"),
-             fmt_ci(g["base_ppl"]["mean"], g["base_ppl"]["ci95"], ".3g"),
-             fmt_ci(o["median_ratio"], o["ci95"], ".3f"), r["train_wall_s"] / 60]
-        )  # fmt: skip
-    first = reference(results)
-    el = elapsed_reference(results)
-    n_idle = len(first["idle"])
-    for ctrl in ("stateless", "oracle"):
-        probe_rows.append(
-            [f"{ctrl} (base model)" if ctrl == "stateless" else "oracle (all passes in context)", 0,
-             *(fmt_acc(first["recall"][k][ctrl]) for k in ks), "", "",
-             *_elapsed_cells(el, (ctrl,)), "",
-             *(fmt_acc(s[ctrl]) if ctrl in s else "" for s in first["idle"].values())]
-        )  # fmt: skip
-    probe_rows.append(
-        ["chance", 0, *(f"{1 / k:.3f}" for k in ks), f"{1 / ks[-1]:.3f}", f"{1 / ks[-1]:.3f}",
-         *[f"{el['chance']:.3f}" if el else "n/a"] * 2,
-         *[f"{next(iter(first['idle'].values()))['chance']:.3f}"] * n_idle]
-    )  # fmt: skip
-    return probe_rows, cost_rows
-
-
-def reference(results: dict[str, dict]) -> dict:
-    """The first result that carries the base-model controls (stateless, oracle)."""
-    for r in results.values():
-        if "stateless" in next(iter(r["recall"].values())):
-            return r
-    raise ValueError("no mechanism of the comparison was evaluated with base_controls=True")
-
-
-def elapsed_reference(results: dict[str, dict]) -> dict | None:
-    """The first elapsed evaluation that carries the base-model controls (None: none does)."""
-    return next(
-        (r["elapsed"] for r in results.values() if r["elapsed"] and "stateless" in r["elapsed"]),
-        None,
-    )
-
-
-def _elapsed_cells(ev: dict | None, controls: tuple[str, ...]) -> list[str]:
-    return [fmt_acc(ev[c]) if ev else "n/a" for c in controls]
-
-
-def probe_columns(ks: tuple[int, ...], idle_counts: tuple[int, ...]) -> list[str]:
-    """Column names of the probe table of :func:`comparison_rows`."""
-    return ["mechanism", "trainable params", *(f"recall K={k}" for k in ks),
-            f"reset K={ks[-1]}", f"shuffled K={ks[-1]}", "elapsed", "elapsed reset",
-            *(f"idle {n}" for n in idle_counts)]  # fmt: skip
-
-
-COST_COLUMNS = ["mechanism", "trainable params", "ΔPPL init (%)", "ΔPPL trained (%)", "rep-4",
-                "distinct-2", "gen. base PPL", "overhead ratio", "train wall (min)"]  # fmt: skip
-
-
-def no_state_check(results: dict[str, dict], ks: tuple[int, ...], stateful: str = "reservoir",
-                   static: str = "persistent") -> dict:  # fmt: skip
-    """Per K: does ``static`` carry no state, are it and the stateless model at chance, and
-    is ``stateful`` above both (non-overlapping 95% Wilson CIs)?
-
-    ``same_as_reset`` compares the static mechanism's predictions with and
-    without its state reset before the question: identical for a mechanism
-    without state, whatever it learned.
-    """
-    out = {}
-    for k in ks:
-        r, p = results[stateful]["recall"][k], results[static]["recall"][k]
-        s, pr, c = reference(results)["recall"][k]["stateless"], p["reservoir"], 1 / k
-        out[k] = {
-            "chance": c,
-            "reservoir": r["reservoir"],
-            "static": pr,
-            "stateless": s,
-            "same_as_reset": p["reservoir"]["pred"] == p["reset"]["pred"],
-            "static_at_chance": pr["ci_low"] <= c <= pr["ci_high"],
-            "stateless_at_chance": s["ci_low"] <= c <= s["ci_high"],
-            "above": above(r["reservoir"], pr, s),
-        }
-    return out
+def parse_kinds(text: str, kinds: list[str]) -> list[str]:
+    """A comma-separated list of kinds; "all" is ``kinds``, "none" (or "") is empty."""
+    text = text.strip()
+    if text == "all":
+        return list(kinds)
+    if text in ("none", ""):
+        return []
+    chosen = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown kind(s) {unknown}; choose from {', '.join(KINDS)}, all, none")
+    return chosen
 
 
 def check_elapsed_kinds(elapsed_kinds, base_kind: str) -> None:
@@ -340,22 +249,44 @@ def check_elapsed_kinds(elapsed_kinds, base_kind: str) -> None:
         )
 
 
-def elapsed_check(results: dict[str, dict]) -> dict[str, dict]:
-    """Per mechanism that ran the elapsed probe: its accuracy, its reset control, the
-    stateless model's, chance, and whether it beats both controls with non-overlapping
-    95% Wilson CIs (the must-show of notebook 03, asked of every mechanism)."""
-    ran = {label: r["elapsed"] for label, r in results.items() if r["elapsed"]}
-    if not ran:
-        return {}
-    ref = elapsed_reference(results)
-    if ref is None:
-        raise ValueError(
-            "no elapsed result carries the stateless control (see check_elapsed_kinds)"
-        )
-    s = ref["stateless"]
-    out = {}
-    for label, ev in ran.items():
-        a, z = ev["reservoir"], ev["reset"]
-        out[label] = {"acc": a, "reset": z, "stateless": s, "chance": ev["chance"],
-                      "above": above(a, z, s)}  # fmt: skip
-    return out
+# ----------------------------------------------------------------------------- every mechanism
+def compare_all(
+    cc: CompareConfig,
+    base: M.Base,
+    kinds: list[str],
+    elapsed_kinds: list[str],
+    outputs=None,
+    attractor_gate: float = 0.1,
+    progress: bool = False,
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """:func:`compare_mechanism` of every kind; the attractor twice (no gating, and
+    gating + burn-in, feedback gain ``attractor_gate``).
+
+    The first kind (``reservoir`` when present) runs the base-model controls and
+    must be among ``elapsed_kinds`` if any kind runs the elapsed probe. A run that
+    fails (e.g. training diverged to NaN) is reported in the second dict
+    (label -> error) instead of stopping the others.
+    """
+    base_kind = "reservoir" if "reservoir" in kinds else kinds[0]
+    check_elapsed_kinds(elapsed_kinds, base_kind)
+    done, failed = {}, {}
+    for kind in kinds:
+        variants = ([("attractor (no gating)", ungated(attractor_gate)),
+                     ("attractor (gating + burn-in)", gated(attractor_gate))]
+                    if kind == "attractor" else [(kind, None)])  # fmt: skip
+        for label, acfg in variants:
+            t0 = time.perf_counter()
+            try:
+                r = compare_mechanism(kind, cc, base, outputs, attractor=acfg,
+                                      elapsed=kind in elapsed_kinds,
+                                      base_controls=kind == base_kind, progress=progress)  # fmt: skip
+            except (ValueError, FloatingPointError) as exc:
+                failed[label] = f"{type(exc).__name__}: {exc}"
+                print(f"{label} FAILED after {time.perf_counter() - t0:.0f} s: {failed[label]}")
+                continue
+            done[label] = r
+            print(f"{label} ({time.perf_counter() - t0:.0f} s): "
+                  + ", ".join(f"K={k} {r['recall'][k]['reservoir']['acc']:.3f}" for k in cc.ks)
+                  + (f", elapsed {r['elapsed']['reservoir']['acc']:.3f}" if r["elapsed"] else "")
+                  + f", ΔPPL {r['dppl_trained']['dppl_pct']:+.2f}%", flush=True)  # fmt: skip
+    return done, failed

@@ -29,8 +29,8 @@ CLAIM_COLUMNS = ["claim", "reported", "measured", "reproduces?"]
 class Tolerances:
     """When a measurement counts as reproducing a claim."""
 
-    dppl_pct: float = 1.0  # "about 0%": |ΔPPL| below this (percent)
-    overhead_low_pct: float = 0.0  # "about 6.5%": overhead (ratio - 1, percent) within [low, high]
+    dppl_pct: float = 1.0  # "about 0%": the 95% CI of ΔPPL within ±this (percent)
+    overhead_low_pct: float = 0.0  # "about 6.5%": the CI of the overhead (%) within [low, high]
     overhead_high_pct: float = 15.0
     rep4_margin: float = 0.05  # degraded: rep-4 above the base's by more than this (absolute)
     ppl_margin_pct: float = (
@@ -46,8 +46,9 @@ class Tolerances:
     def describe(self) -> str:
         """The tolerances as one sentence (for captions)."""
         return (
-            f"about 0% means |ΔPPL| < {self.dppl_pct:g}%; about 6.5% means an overhead of "
-            f"{self.overhead_low_pct:g}-{self.overhead_high_pct:g}%; generation is degraded when "
+            f"about 0% means a 95% CI of ΔPPL within ±{self.dppl_pct:g}%; about 6.5% means a "
+            f"95% CI of the overhead within {self.overhead_low_pct:g}-{self.overhead_high_pct:g}% "
+            "(a CI across an edge is inconclusive); generation is degraded when "
             f"its 4-gram repetition exceeds the base's by more than {self.rep4_margin:g} or its "
             f"perplexity under the base exceeds the base's by more than {self.ppl_margin_pct:g}%"
         )
@@ -75,6 +76,17 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def band_verdict(ci: list[float], low: float, high: float) -> str:
+    """ "yes" when the 95% CI lies inside [low, high], "no" when it misses the band
+    entirely, "inconclusive" when it straddles an edge (the data cannot decide)."""
+    lo, hi = sorted(ci)
+    if low <= lo and hi <= high:
+        return "yes"
+    if hi < low or lo > high:
+        return "no"
+    return "inconclusive"
+
+
 def claims(no_gate: dict, with_gate: dict, base_gen: dict, tol: Tolerances | None = None) -> list:
     """Rows "claim | reported | measured | reproduces?" from two attractor measurements.
 
@@ -92,16 +104,18 @@ def claims(no_gate: dict, with_gate: dict, base_gen: dict, tol: Tolerances | Non
     Returns
     -------
     list of list
-        One row per claim; the last cell is "yes", "no" or, for the fix when
-        there is no degradation to fix, "untestable".
+        One row per claim; the last cell is "yes", "no", "inconclusive" (ΔPPL
+        and overhead: the 95% CI straddles an edge of the tolerance band, see
+        :func:`band_verdict`) or, for the fix when there is no degradation to
+        fix, "untestable".
     """
     tol = tol or Tolerances()
     d0, d1 = no_gate["dppl_trained"], with_gate["dppl_trained"]
-    dppl_ok = abs(d0["dppl_pct"]) < tol.dppl_pct
+    dppl_ok = band_verdict(d0["ci95"], -tol.dppl_pct, tol.dppl_pct)
     o = no_gate["overhead"]
     ovh = 100 * (o["median_ratio"] - 1)
     ovh_ci = [100 * (x - 1) for x in o["ci95"]]
-    ovh_ok = tol.overhead_low_pct <= ovh <= tol.overhead_high_pct
+    ovh_ok = band_verdict(ovh_ci, tol.overhead_low_pct, tol.overhead_high_pct)
     g0 = degradation(no_gate["generation"], base_gen, tol)
     g1 = degradation(with_gate["generation"], base_gen, tol)
     fix = "untestable" if not g0["degraded"] else _yes(not g1["degraded"])
@@ -113,10 +127,10 @@ def claims(no_gate: dict, with_gate: dict, base_gen: dict, tol: Tolerances | Non
     return [
         ["ΔPPL with the feedback on", REPORTED["dppl"],
          f"{d0['dppl_pct']:+.2f}% [{d0['ci95'][0]:+.2f}, {d0['ci95'][1]:+.2f}] without gating; "
-         f"{d1['dppl_pct']:+.2f}% with gating", _yes(dppl_ok)],
+         f"{d1['dppl_pct']:+.2f}% with gating", dppl_ok],
         ["forward-time overhead", REPORTED["overhead"],
          f"{ovh:+.1f}% [{ovh_ci[0]:+.1f}, {ovh_ci[1]:+.1f}] (median, bootstrap 95% CI)",
-         _yes(ovh_ok)],
+         ovh_ok],
         [f"{n}-token greedy generation, no gating", REPORTED["degrades"], gen_text(g0),
          _yes(g0["degraded"])],
         [f"{n}-token greedy generation, gating + burn-in", REPORTED["fix"], gen_text(g1), fix],

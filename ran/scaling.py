@@ -15,6 +15,7 @@ on the same code path for every architecture (GPT-2, Qwen2, Llama):
 from __future__ import annotations
 
 from ran import compare as C
+from ran import compare_tables as CT
 from ran import h1
 from ran import measure as M
 from ran.baselines import trainable_count
@@ -123,9 +124,9 @@ def scaling_rows(points: list[dict]) -> list[list]:
         r, d0, d1, o = p["recall"], p["dppl_init"], p["dppl_trained"], p["overhead"]
         rows.append(
             [p["model_name"], p["model_params"] / 1e6, p["units"], p["input_scaling"], p["k"],
-             C.fmt_acc(r["reservoir"]), C.fmt_acc(r["reset"]), C.fmt_acc(r["stateless"]),
-             r["chance"], C.fmt_ci(d0["dppl_pct"], d0["ci95"]),
-             C.fmt_ci(d1["dppl_pct"], d1["ci95"]), C.fmt_ci(o["median_ratio"], o["ci95"], ".3f"),
+             CT.fmt_acc(r["reservoir"]), CT.fmt_acc(r["reset"]), CT.fmt_acc(r["stateless"]),
+             r["chance"], CT.fmt_ci(d0["dppl_pct"], d0["ci95"]),
+             CT.fmt_ci(d1["dppl_pct"], d1["ci95"]), CT.fmt_ci(o["median_ratio"], o["ci95"], ".3f"),
              p["run"]["wall_time_s"] / 60]
         )  # fmt: skip
     return rows

@@ -7,6 +7,7 @@ import torch
 
 from ran import compare as C
 from ran import compare_claims as CL
+from ran import compare_tables as T
 from ran import measure as M
 from ran import scaling as S
 from ran.episodes import above
@@ -79,10 +80,38 @@ def test_trainable_kind_returns_every_field(setup, compared):
     assert r["generation"]["per_prompt"][0]["n_tokens"] == cc.gen_tokens
     lo, hi = r["overhead"]["ci95"]
     assert lo <= r["overhead"]["median_ratio"] <= hi
-    probe_rows, cost_rows = C.comparison_rows(compared, cc.ks)
+    probe_rows, cost_rows = T.comparison_rows(compared, cc.ks)
     assert len(probe_rows) == 2 + 3 and len(cost_rows) == 2  # + stateless, oracle, chance
-    assert all(len(row) == len(C.probe_columns(cc.ks, cc.idle_counts)) for row in probe_rows)
-    assert all(len(row) == len(C.COST_COLUMNS) for row in cost_rows)
+    assert all(len(row) == len(T.probe_columns(cc.ks, cc.idle_counts)) for row in probe_rows)
+    assert all(len(row) == len(T.COST_COLUMNS) for row in cost_rows)
+
+
+def test_compare_all_and_its_findings(setup, compared, monkeypatch):
+    cc, base, out = setup
+    kinds = ["reservoir", "persistent"]
+    done, failed = C.compare_all(cc, base, kinds, kinds, out)
+    assert list(done) == kinds and not failed
+    # the same evaluation as compare_mechanism's; only the first kind runs the base controls
+    assert done["reservoir"]["recall"] == compared["reservoir"]["recall"]
+    assert "stateless" not in done["persistent"]["recall"][cc.ks[-1]]
+    blocks = T.findings(done, cc, base.generation, out.figure_path("cmp.png"), out,
+                        headline_k=cc.ks[-1])  # fmt: skip
+    assert [b["kind"] for b in blocks].count("table") == 2 and blocks[-1]["kind"] == "figure"
+    musts = [b for b in blocks if b.get("text", "").startswith("Must-show")]
+    assert len(musts) == len(cc.ks) and [b["headline"] for b in musts] == [False, True]
+    assert sum("Elapsed passes" in b.get("text", "") for b in blocks) == 1
+    assert not any("Failed" in b.get("text", "") for b in blocks)
+    with pytest.raises(ValueError, match="must include"):
+        C.compare_all(cc, base, kinds, ["persistent"], out)
+
+    def diverge(kind, *args, **kwargs):
+        raise FloatingPointError(f"{kind} diverged")
+
+    monkeypatch.setattr(C, "compare_mechanism", diverge)
+    done, failed = C.compare_all(cc, base, ["reservoir", "attractor"], [], out)
+    assert done == {} and set(failed) == {"reservoir", "attractor (no gating)",
+                                          "attractor (gating + burn-in)"}  # fmt: skip
+    assert "Failed" in T.findings(compared, cc, base.generation, "f.png", None, failed)[3]["text"]
 
 
 def test_attractor_returns_every_field_untrained(setup):
@@ -100,17 +129,17 @@ def test_attractor_returns_every_field_untrained(setup):
     assert set(quick["recall"][cc.ks[0]]) >= {"reservoir", "reset", "shuffled"}
     assert "stateless" not in quick["recall"][cc.ks[0]] and "stateless" not in quick["idle"][0]
     # the base-model rows come from the mechanism that ran them, wherever it is listed
-    assert C.reference({"no elapsed": quick, "with": r}) is r
+    assert T.reference({"no elapsed": quick, "with": r}) is r
     with pytest.raises(ValueError, match="base_controls"):
-        C.reference({"no elapsed": quick})
-    probe_rows, _ = C.comparison_rows({"no elapsed": quick, "with": r}, cc.ks)
-    i = C.probe_columns(cc.ks, cc.idle_counts).index("elapsed")
+        T.reference({"no elapsed": quick})
+    probe_rows, _ = T.comparison_rows({"no elapsed": quick, "with": r}, cc.ks)
+    i = T.probe_columns(cc.ks, cc.idle_counts).index("elapsed")
     assert probe_rows[0][i] == "n/a" and probe_rows[1][i] != "n/a" and probe_rows[2][i] != "n/a"
 
 
 def test_persistent_carries_no_state_and_the_reservoir_does(setup, compared):
     cc, _, _ = setup
-    check = C.no_state_check(compared, cc.ks)
+    check = T.no_state_check(compared, cc.ks)
     for k in cc.ks:
         assert check[k]["same_as_reset"], (
             f"persistent slots answer differently after a reset (K={k})"
@@ -121,7 +150,7 @@ def test_persistent_carries_no_state_and_the_reservoir_does(setup, compared):
     assert res["reservoir"]["ci_low"] > res["reset"]["ci_high"]
     # ... and the check notices a mechanism whose answers change with the state.
     fake = {"reservoir": compared["reservoir"], "persistent": compared["reservoir"]}
-    assert not C.no_state_check(fake, cc.ks)[cc.ks[-1]]["same_as_reset"]
+    assert not T.no_state_check(fake, cc.ks)[cc.ks[-1]]["same_as_reset"]
 
 
 def _gen(rep4: float, ppl: float, n: int = 500) -> dict:
@@ -143,11 +172,26 @@ def test_claim_verdicts_follow_from_the_numbers():
     rows = CL.claims(_att(-1.5, 1.20, 0.12, 2.1), _att(0.0, 1.0, 0.1, 2.0), base, tol)
     assert [r[-1] for r in rows] == ["no", "no", "no", "untestable"]
     # degradation by perplexity alone (+15% > 10%), and the gated one still degraded
-    rows = CL.claims(_att(0.0, 0.99, 0.10, 2.3), _att(0.0, 1.0, 0.2, 2.0), base, tol)
+    rows = CL.claims(_att(0.0, 0.97, 0.10, 2.3), _att(0.0, 1.0, 0.2, 2.0), base, tol)
     assert [r[-1] for r in rows] == ["yes", "no", "yes", "no"]
     assert "500-token" in rows[2][0]
+    # a median inside the band whose CI crosses its edge decides nothing
+    wide = _att(0.5, 1.065, 0.30, 2.1)
+    wide["dppl_trained"]["ci95"] = [-0.4, 1.6]
+    wide["overhead"]["ci95"] = [0.94, 1.18]
+    rows = CL.claims(wide, _att(0.2, 1.07, 0.12, 2.05), base, tol)
+    assert [r[-1] for r in rows[:2]] == ["inconclusive", "inconclusive"]
     with pytest.raises(ValueError):
         CL.Tolerances(overhead_low_pct=20, overhead_high_pct=10)
+
+
+@pytest.mark.parametrize(
+    "ci, verdict",
+    [([1, 2], "yes"), ([2, 1], "yes"), ([0, 3], "yes"), ([-1, 1], "inconclusive"),
+     ([2, 4], "inconclusive"), ([-2, -0.5], "no"), ([3.5, 9], "no")],
+)  # fmt: skip
+def test_band_verdict(ci, verdict):
+    assert CL.band_verdict(ci, 0.0, 3.0) == verdict
 
 
 def test_dppl_bootstrap_ci_is_paired_and_exact_at_zero(setup):
@@ -201,18 +245,23 @@ def test_elapsed_check_needs_both_controls_beaten():
     strong = {"elapsed": ctrl}
     weak = {"elapsed": ctrl | {"reservoir": _acc(28)}}  # above the reset, CIs overlap
     beaten_by_stateless = {"elapsed": ctrl | {"reservoir": _acc(60), "stateless": _acc(55)}}
-    out = C.elapsed_check({"a": strong, "b": weak, "c": {"elapsed": None}})
+    out = T.elapsed_check({"a": strong, "b": weak, "c": {"elapsed": None}})
     assert set(out) == {"a", "b"}  # mechanisms without the probe are left out
     assert out["a"]["above"] and not out["b"]["above"]
     assert out["a"]["stateless"]["correct"] == 22
     # the stateless model comes from whichever mechanism ran the base controls
     no_base = {k: v for k, v in beaten_by_stateless["elapsed"].items() if k != "stateless"}
-    mixed = C.elapsed_check({"x": {"elapsed": no_base}, "y": beaten_by_stateless})
+    mixed = T.elapsed_check({"x": {"elapsed": no_base}, "y": beaten_by_stateless})
     assert not mixed["x"]["above"] and mixed["x"]["stateless"]["correct"] == 55
-    assert C.elapsed_check({"c": {"elapsed": None}}) == {}
+    assert T.elapsed_check({"c": {"elapsed": None}}) == {}
     with pytest.raises(ValueError, match="stateless"):
-        C.elapsed_check({"x": {"elapsed": no_base}})
+        T.elapsed_check({"x": {"elapsed": no_base}})
     C.check_elapsed_kinds([], "reservoir")
+    assert C.parse_kinds("all", ["reservoir", "prefix"]) == ["reservoir", "prefix"]
+    assert C.parse_kinds("none", ["reservoir"]) == [] and C.parse_kinds(" ", ["x"]) == []
+    assert C.parse_kinds("prefix, reservoir", ["reservoir"]) == ["prefix", "reservoir"]
+    with pytest.raises(ValueError, match="unknown kind"):
+        C.parse_kinds("reservoir,lstm", ["reservoir"])
     C.check_elapsed_kinds(["recurrent", "reservoir"], "reservoir")
     with pytest.raises(ValueError, match="must include 'reservoir'"):
         C.check_elapsed_kinds(["recurrent"], "reservoir")
