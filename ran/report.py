@@ -171,6 +171,10 @@ def fill_readme(outputs: Outputs, root: Path) -> bool:
     return True
 
 
+# Results files that `make all` does not write, and the options of `ran run` that do.
+RUN_OPTIONS = {"04_extended": " --only 04 -p extended true"}
+
+
 def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple[str, list[str]]:
     """Replace every generated block; returns the new text and the names filled."""
     filled = []
@@ -182,10 +186,8 @@ def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple
             body = render_findings(json.loads(path.read_text()), md_dir, root)
             filled.append(name)
         else:
-            body = (
-                f"*No results yet for `{name}`: run `python -m ran run --profile {outputs.profile}` "
-                "and then `python -m ran report`.*\n"
-            )
+            run = f"python -m ran run --profile {outputs.profile}{RUN_OPTIONS.get(name, '')}"
+            body = f"*No results yet for `{name}`: run `{run}` and then `python -m ran report`.*\n"
         return m.group(1) + "\n" + body + "\n" + m.group(4)
 
     return MARKER_RE.sub(repl, text), filled

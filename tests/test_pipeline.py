@@ -92,6 +92,10 @@ def test_fill_markers_uses_results_file(tmp_path):
     assert "stale" not in filled and "measured 0.25" in filled
     assert "](figures/01_x.png)" in filled and "| 7 |" in filled and "seed 3" in filled
     assert "No results yet for `09_missing`" in filled
+    assert "run `python -m ran run --profile default` and" in filled
+    # a results file outside make all names the options of ran run that write it
+    extra = fill_markers(md.replace("09_missing", "04_extended"), out, tmp_path, tmp_path)[0]
+    assert "`python -m ran run --profile default --only 04 -p extended true`" in extra
     # idempotent: filling the filled text again gives the same text
     assert fill_markers(filled, out, tmp_path, tmp_path)[0] == filled
 
