@@ -140,9 +140,7 @@ t_cmp = time.perf_counter()
 base = compare.compare_base(cc, outputs)
 cmp, failed = compare.compare_all(cc, base, kind_list, el_kinds, outputs, attractor_gate)
 cmp_s = time.perf_counter() - t_cmp
-no_state = (compare_tables.no_state_check(cmp, ks)
-            if {"reservoir", "persistent"} <= set(cmp) else {})  # fmt: skip
-el_check = compare_tables.elapsed_check(cmp)
+checks = compare_tables.must_shows(cmp, ks)
 
 # %% [markdown]
 # ### The attractor layer's reported behaviours
@@ -276,8 +274,7 @@ findings += [
 ]  # fmt: skip
 payload = {
     "comparison": {lab: {k: v for k, v in r.items()} for lab, r in cmp.items()},
-    "no_state_check": no_state,
-    "elapsed_check": el_check,
+    **checks,
     "failed": failed,
     "base": {"ppl": base.ppl.summary | {"block_nll": base.ppl.block_nll},
              "generation": base.generation, "prompts": base.prompts},
@@ -301,9 +298,7 @@ if extended:
                                            failed_ext, g_cfg, cc_ext.ks[-1])  # fmt: skip
     ext_payload = {
         "comparison": cmp_ext,
-        "no_state_check": (compare_tables.no_state_check(cmp_ext, cc_ext.ks)
-                           if {"reservoir", "persistent"} <= set(cmp_ext) else {}),
-        "elapsed_check": compare_tables.elapsed_check(cmp_ext),
+        **compare_tables.must_shows(cmp_ext, cc_ext.ks),
         "failed": failed_ext,
         "settings": payload["settings"] | dict(ks=cc_ext.ks, k_train=cc_ext.k_train,
                                                elapsed_kinds=ext_elapsed_kinds),

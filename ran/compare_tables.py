@@ -146,6 +146,14 @@ def elapsed_check(results: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def must_shows(cmp: dict[str, dict], ks: tuple[int, ...]) -> dict:
+    """``no_state_check`` (empty unless both the reservoir and the persistent slots ran)
+    and ``elapsed_check`` of a comparison, as saved with its results."""
+    both = {"reservoir", "persistent"} <= set(cmp)
+    return {"no_state_check": no_state_check(cmp, ks) if both else {},
+            "elapsed_check": elapsed_check(cmp)}  # fmt: skip
+
+
 def findings(
     cmp: dict[str, dict],
     cc,
@@ -167,14 +175,13 @@ def findings(
     k_max, pre_max = cc.elapsed_params.get("k_max"), cc.elapsed_params.get("pre_max", 0)
     probe_rows, cost_rows = comparison_rows(cmp, ks)
     gen = base_generation
-    att = next((r for lab, r in cmp.items() if lab.startswith("attractor")), None)
+    has_attractor = any(lab.startswith("attractor") for lab in cmp)
     att_text = (
-        f" The attractor is untrained (feedback gain g = {gated.gate:g}); with a burn-in of {gated.burn_in} passes the question of "
-        "a two-pass recall episode gets no feedback, so the gated attractor's recall is the "
-        "stateless model's by construction."
-        if att is not None and gated is not None
-        else ""
-    )
+        f" The attractor is untrained (feedback gain g = {gated.gate:g}); with a burn-in of "
+        f"{gated.burn_in} passes the question of a two-pass recall episode gets no feedback, so "
+        "the gated attractor's recall is the stateless model's by construction."
+        if has_attractor and gated is not None else ""
+    )  # fmt: skip
     out = [
         R.table(
             f"Cross-pass probes on {name}: accuracy [95% Wilson CI] of every mechanism on the "
@@ -205,18 +212,18 @@ def findings(
     if failed:
         out.append(R.text("Failed and left out of the tables (same settings as the others): "
                           + "; ".join(f"{lab}: {msg}" for lab, msg in failed.items()) + "."))  # fmt: skip
-    if {"reservoir", "persistent"} <= set(cmp):
-        for k, c in no_state_check(cmp, ks).items():
-            out.append({"headline": k == headline_k} | R.text(
-                f"Must-show, K = {k} (chance {c['chance']:.3f}): persistent slots "
-                f"{fmt_acc(c['static'])} (predictions identical with the state reset: "
-                f"{'yes' if c['same_as_reset'] else 'NO'}; CI covers chance: "
-                f"{'yes' if c['static_at_chance'] else 'no'}), stateless model "
-                f"{fmt_acc(c['stateless'])} (covers chance: "
-                f"{'yes' if c['stateless_at_chance'] else 'no'}), reservoir "
-                f"{fmt_acc(c['reservoir'])}: reservoir above both with non-overlapping 95% CIs "
-                f"{'met' if c['above'] else 'NOT met'}."))  # fmt: skip
-    el = elapsed_check(cmp)
+    checks = must_shows(cmp, ks)
+    for k, c in checks["no_state_check"].items():
+        out.append({"headline": k == headline_k} | R.text(
+            f"Must-show, K = {k} (chance {c['chance']:.3f}): persistent slots "
+            f"{fmt_acc(c['static'])} (predictions identical with the state reset: "
+            f"{'yes' if c['same_as_reset'] else 'NO'}; CI covers chance: "
+            f"{'yes' if c['static_at_chance'] else 'no'}), stateless model "
+            f"{fmt_acc(c['stateless'])} (covers chance: "
+            f"{'yes' if c['stateless_at_chance'] else 'no'}), reservoir "
+            f"{fmt_acc(c['reservoir'])}: reservoir above both with non-overlapping 95% CIs "
+            f"{'met' if c['above'] else 'NOT met'}."))  # fmt: skip
+    el = checks["elapsed_check"]
     if el:
         ref = next(iter(el.values()))
         out.append(R.text(
