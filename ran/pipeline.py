@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ran.bench import machine
+from ran.bench.notebooks import run_flags
 from ran.results import REPO_ROOT, Outputs, check_profile, package_versions
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -34,6 +36,8 @@ class RunReport:
 
     profile: str
     wall_time_s: dict[str, float] = field(default_factory=dict)
+    machine: dict[str, dict] = field(default_factory=dict)  # stem -> speed before/after
+    runs: dict[str, dict] = field(default_factory=dict)  # stem -> runs trained/loaded
     executed: dict[str, str] = field(default_factory=dict)
     html: dict[str, str] = field(default_factory=dict)
 
@@ -132,9 +136,12 @@ def run(
     report = RunReport(profile=profile)
     for i, src in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {src.stem} (profile {profile})", flush=True)
+        before, started = machine.snapshot(), time.time()
         executed, wall = run_notebook(src, outputs, parameters, progress=progress)
         report.executed[src.stem] = str(executed)
         report.wall_time_s[src.stem] = round(wall, 2)
+        report.machine[src.stem] = {"before": before, "after": machine.snapshot()}
+        report.runs[src.stem] = run_flags(outputs, src.name[:2], since=started)
         if html:
             page = export_html(executed, outputs.build / "html" / f"{src.stem}.html")
             report.html[src.stem] = str(page)
@@ -144,15 +151,20 @@ def run(
 
 
 def _record_timing(outputs: Outputs, report: RunReport) -> None:
-    """Merge this run's per-notebook wall times into ``<results>/pipeline.json``."""
+    """Merge this run's per-notebook wall times, the machine's speed around each notebook
+    and the training runs its results recorded into ``<results>/pipeline.json``; a
+    notebook run again replaces all three of its entries."""
     path = outputs.results / "pipeline.json"
-    doc = json.loads(path.read_text()) if path.exists() else {}
-    timing = doc.get("meta", {}).get("timing", {})
-    timing.update(report.wall_time_s)
+    old = json.loads(path.read_text()).get("meta", {}) if path.exists() else {}
+    merged = {}
+    for key, new in (("timing", report.wall_time_s), ("machine", report.machine),
+                     ("runs", report.runs)):  # fmt: skip
+        entries = {k: v for k, v in (old.get(key) or {}).items() if k not in report.wall_time_s}
+        merged[key] = dict(sorted((entries | new).items()))
     doc = {
         "meta": {"name": "pipeline", "profile": outputs.profile, "versions": package_versions()},
-        "results": {"notebooks": sorted(timing)},
+        "results": {"notebooks": sorted(merged["timing"])},
     }
-    doc["meta"]["timing"] = dict(sorted(timing.items()))
+    doc["meta"] |= merged
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -195,6 +195,43 @@ def test_cold_estimate_never_adds_a_run_trained_in_the_same_pipeline(tmp_path):
     assert sec["cold_minutes"] == pytest.approx(sec["total_minutes"] + 2.0)
 
 
+def test_cold_estimate_takes_the_runs_recorded_with_the_minutes(tmp_path):
+    """A notebook regenerated from the cache marks its runs loaded; the minutes of the cold
+    run in pipeline.json go with the runs pipeline.json recorded then, not with those flags."""
+    outputs = Outputs("smoke", root=tmp_path)
+    for nb in ("01", "02", "03", "05"):
+        save_results(f"{nb}_x", {}, outputs, seed=0, wall_time_s=60.0)
+    save_results("04_x", {"run": {"hash": "a", "loaded": True, "wall_time_s": 300.0}}, outputs,
+                 seed=0, wall_time_s=30.0)  # fmt: skip
+    timing = {f"{nb}_x": 60.0 for nb in ("01", "02", "03", "05")} | {"04_x": 600.0}
+    meta = {"name": "pipeline", "timing": timing}
+    path = outputs.results / "pipeline.json"
+    path.write_text(json.dumps({"meta": meta, "results": {}}))
+    stale = notebooks.run(outputs)  # no record of the runs: the regenerated flags count
+    assert stale["cold_minutes"] == pytest.approx(14.0 + 5.0)
+    assert stale["gflops"] is None and "speed was not recorded" in stale["summary"]
+    empty = {"trained": {}, "loaded": {}}
+    meta["runs"] = {k: empty for k in timing} | {"04_x": {"trained": {"a": 300.0}, "loaded": {}}}
+    meta["machine"] = {"04_x": {"before": {"gflops": 80.0}, "after": {"gflops": 120.0}}}
+    path.write_text(json.dumps({"meta": meta, "results": {}}))
+    sec = notebooks.run(outputs)
+    row = next(r for r in sec["rows"] if r["notebook"].startswith("04"))
+    assert row["reused_runs"] == 0 and row["trained_runs"] == 1
+    assert sec["cold_minutes"] == pytest.approx(14.0) == sec["total_minutes"]
+    assert row["gflops"] == [80.0, 120.0] and sec["gflops"] == [80.0, 120.0]
+    assert "80 to 120 GFLOPS" in sec["summary"]
+
+
+def test_matmul_gflops_measures_and_rejects_bad_sizes():
+    from ran.bench import machine
+
+    assert machine.matmul_gflops(n=128, reps=2) > 0
+    snap = machine.snapshot()
+    assert snap["gflops"] > 0 and snap["threads"] >= 1
+    with pytest.raises(ValueError, match="n >= 64"):
+        machine.matmul_gflops(n=8)
+
+
 def test_lowercache_bench_reuses_and_changes_nothing(bench):
     _, doc = bench
     sec = doc["results"]["lowercache"]

@@ -100,6 +100,32 @@ def test_fill_markers_uses_results_file(tmp_path):
     assert fill_markers(filled, out, tmp_path, tmp_path)[0] == filled
 
 
+def test_pipeline_json_pairs_minutes_with_machine_speed_and_runs(tmp_path, monkeypatch):
+    save = (
+        "from ran.results import Outputs, save_results\n"
+        "run = {{'hash': 'h1', 'loaded': {loaded}, 'wall_time_s': 5.0}}\n"
+        "save_results('01_ok', {{'run': run}}, Outputs(profile), seed=0, wall_time_s=1.0)"
+    )
+    _write_nb(tmp_path / "01_ok.py", save.format(loaded=False))
+    _write_nb(tmp_path / "02_plain.py", "x = 1")
+    monkeypatch.setenv("RAN_ROOT", str(tmp_path))
+    pipeline.run("smoke", notebook_dir=tmp_path, html=False, progress=False)
+    path = tmp_path / "build/smoke/data/results/pipeline.json"
+    meta = json.loads(path.read_text())["meta"]
+    assert set(meta["timing"]) == set(meta["machine"]) == set(meta["runs"]) == {"01_ok", "02_plain"}
+    for when in ("before", "after"):
+        assert meta["machine"]["01_ok"][when]["gflops"] > 0
+    assert meta["runs"]["01_ok"] == {"trained": {"h1": 5.0}, "loaded": {}}
+    assert meta["runs"]["02_plain"] == {"trained": {}, "loaded": {}}  # 01's file is not 02's
+    # rerun 01 from the cache: its three entries are replaced together, 02's are kept
+    _write_nb(tmp_path / "01_ok.py", save.format(loaded=True))
+    pipeline.run("smoke", only=["01"], notebook_dir=tmp_path, html=False, progress=False)
+    again = json.loads(path.read_text())["meta"]
+    assert again["runs"]["01_ok"] == {"trained": {}, "loaded": {"h1": 5.0}}
+    assert again["timing"]["02_plain"] == meta["timing"]["02_plain"]
+    assert again["machine"]["02_plain"] == meta["machine"]["02_plain"]
+
+
 def test_smoke_pipeline_end_to_end():
     """All notebooks in the smoke profile, HTML, report and PDF; committed outputs untouched."""
     committed = [REPO_ROOT / "data" / "results", REPO_ROOT / "figures"]

@@ -26,11 +26,20 @@ NOTEBOOKS = ("01", "02", "03", "04", "05")
 TARGET_MINUTES = 60.0  # all notebooks of the default profile, cold, on 2 CPU cores (issue 6)
 
 
-def _pipeline_timing(outputs: Outputs) -> dict[str, float]:
+def _pipeline_meta(outputs: Outputs) -> dict:
     path = outputs.results / "pipeline.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text()).get("meta", {}).get("timing", {}) or {}
+    return json.loads(path.read_text()).get("meta", {}) if path.exists() else {}
+
+
+def run_flags(outputs: Outputs, nb: str, since: float | None = None) -> dict[str, dict]:
+    """``{"trained": {hash: s}, "loaded": {hash: s}}`` of the runs recorded by notebook
+    ``nb``'s results files (only those written at or after ``since``, a ``time.time()``)."""
+    loaded: dict[str, float] = {}
+    trained: dict[str, float] = {}
+    for p in sorted(outputs.results.glob(f"{nb}_*.json")):
+        if since is None or p.stat().st_mtime >= since:
+            _runs(json.loads(p.read_text()).get("results", {}), loaded, trained)
+    return {"trained": trained, "loaded": loaded}
 
 
 def _runs(node, loaded: dict[str, float], trained: dict[str, float]) -> None:
@@ -70,7 +79,8 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
     a notebook that loads it (e.g. notebook 04's scaling point that reuses its
     comparison's run); :func:`run` counts each reused run once in the total.
     """
-    timing = _pipeline_timing(outputs)
+    meta = _pipeline_meta(outputs)
+    timing, snapshots, machine = (meta.get(k) or {} for k in ("timing", "runs", "machine"))
     rows, every_trained = [], set()
     for nb in notebooks:
         files = sorted(outputs.results.glob(f"{nb}_*.json"))
@@ -78,11 +88,17 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
         metas = [d.get("meta", {}) for d in docs]
         reused: dict[str, float] = {}
         trained: dict[str, float] = {}
-        for d in docs:
-            _runs(d.get("results", {}), reused, trained)
+        stems = [k for k in sorted(timing) if k.startswith(f"{nb}_")]
+        if stems and all(k in snapshots for k in stems):  # recorded with the minutes
+            for k in stems:
+                trained |= snapshots[k]["trained"]
+                reused |= snapshots[k]["loaded"]
+        else:
+            for d in docs:
+                _runs(d.get("results", {}), reused, trained)
         every_trained |= set(trained)
         walls = [m["wall_time_s"] for m in metas if isinstance(m.get("wall_time_s"), int | float)]
-        stems = [k for k in sorted(timing) if k.startswith(f"{nb}_")]
+        speeds = [s["gflops"] for k in stems for s in (machine.get(k) or {}).values()]
         if stems:
             minutes, source = sum(timing[k] for k in stems) / 60, "pipeline.json meta.timing"
             name = ", ".join(stems)
@@ -100,6 +116,7 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
                 "trained_runs": len(trained),
                 "training_minutes": sum(trained.values()) / 60,
                 "reused_hashes": reused,
+                "gflops": [min(speeds), max(speeds)] if speeds else None,
             }
         )
     for row in rows:
@@ -127,6 +144,8 @@ def run(outputs: Outputs) -> dict:
     n_reused = len(unique)
     n_trained = sum(r["trained_runs"] for r in ran_rows)
     longest = max(ran_rows, key=lambda r: r["minutes"]) if ran_rows else None
+    bounds = [g for r in ran_rows if r["gflops"] for g in r["gflops"]]
+    speed = [min(bounds), max(bounds)] if bounds else None
     checks = [
         check("all notebooks, total (minutes)", total if not missing else None, TARGET_MINUTES),
         check("longest notebook (minutes)", longest["minutes"] if longest else None, None),
@@ -157,12 +176,19 @@ def run(outputs: Outputs) -> dict:
             else ""
         )
         + (f"; no results yet for notebook(s) {', '.join(missing)}" if missing else "")
+        + (
+            f"; the machine's fp32 matmul speed around them was {speed[0]:.0f} to "
+            f"{speed[1]:.0f} GFLOPS"
+            if speed
+            else "; the machine's speed was not recorded with these minutes"
+        )
     )
     return {
         "rows": rows,
         "total_minutes": total,
         "cold_minutes": cold,
         "training_minutes": training,
+        "gflops": speed,
         "target": TARGET_MINUTES,
         "checks": checks,
         "met": section_met(checks),

@@ -111,6 +111,10 @@ def _timed_by(source: str) -> str:
     return "papermill" if source.startswith("pipeline") else source.split(" (")[0]
 
 
+def _gflops(bounds) -> str:
+    return "" if not bounds else f"{bounds[0]:.0f}-{bounds[1]:.0f}"
+
+
 def _target_text(c: dict) -> str:
     return "none" if c["target"] is None else f"{c['op']} {c['target']:g}"
 
@@ -148,7 +152,8 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
                     "(pipeline.json) or, when absent, the notebook's own (results meta); "
                     "training: minutes of the runs trained while it ran (part of its minutes); "
                     "reused runs: training runs loaded from the cache; cold estimate: minutes "
-                    "plus their recorded training minutes",
+                    "plus their recorded training minutes; GFLOPS: the machine's fp32 matmul speed "
+                    "measured before and after the notebook (lowest, highest; empty: not recorded)",
                     [
                         "notebook",
                         "minutes",
@@ -157,6 +162,7 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
                         "their minutes",
                         "cold estimate",
                         "timed by",
+                        "GFLOPS",
                     ],
                     [
                         [
@@ -167,6 +173,7 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
                             r.get("reused_minutes"),
                             r.get("cold_minutes"),
                             _timed_by(r["source"]),
+                            _gflops(r.get("gflops")),
                         ]
                         for r in sec["rows"]
                     ]
@@ -179,6 +186,7 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
                             "",
                             sec.get("cold_minutes"),
                             "",
+                            _gflops(sec.get("gflops")),
                         ]
                     ],
                     fmt=".1f",
