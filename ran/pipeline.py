@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ran.bench import machine
-from ran.bench.notebooks import run_flags
 from ran.results import REPO_ROOT, Outputs, check_profile, package_versions
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -133,14 +131,19 @@ def run(
     notebooks = select(list_notebooks(notebook_dir), only)
     if not notebooks:
         raise PipelineError(f"no numbered notebooks found in {notebook_dir}")
+    from ran.bench import machine  # torch: only when notebooks are run
+    from ran.bench.notebooks import run_flags
+
     report = RunReport(profile=profile)
+    speed = machine.snapshot()  # each notebook's "after" is the next one's "before"
     for i, src in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {src.stem} (profile {profile})", flush=True)
-        before, started = machine.snapshot(), time.time()
+        before, started = speed, time.time()
         executed, wall = run_notebook(src, outputs, parameters, progress=progress)
+        speed = machine.snapshot()
         report.executed[src.stem] = str(executed)
         report.wall_time_s[src.stem] = round(wall, 2)
-        report.machine[src.stem] = {"before": before, "after": machine.snapshot()}
+        report.machine[src.stem] = {"before": before, "after": speed}
         report.runs[src.stem] = run_flags(outputs, src.name[:2], since=started)
         if html:
             page = export_html(executed, outputs.build / "html" / f"{src.stem}.html")

@@ -34,11 +34,18 @@ def _pipeline_meta(outputs: Outputs) -> dict:
 def run_flags(outputs: Outputs, nb: str, since: float | None = None) -> dict[str, dict]:
     """``{"trained": {hash: s}, "loaded": {hash: s}}`` of the runs recorded by notebook
     ``nb``'s results files (only those written at or after ``since``, a ``time.time()``)."""
+    paths = sorted(outputs.results.glob(f"{nb}_*.json"))
+    return _flags(
+        [json.loads(p.read_text()) for p in paths if since is None or p.stat().st_mtime >= since]
+    )
+
+
+def _flags(docs: list[dict]) -> dict[str, dict]:
+    """:func:`run_flags` of loaded results documents."""
     loaded: dict[str, float] = {}
     trained: dict[str, float] = {}
-    for p in sorted(outputs.results.glob(f"{nb}_*.json")):
-        if since is None or p.stat().st_mtime >= since:
-            _runs(json.loads(p.read_text()).get("results", {}), loaded, trained)
+    for d in docs:
+        _runs(d.get("results", {}), loaded, trained)
     return {"trained": trained, "loaded": loaded}
 
 
@@ -86,16 +93,13 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
         files = sorted(outputs.results.glob(f"{nb}_*.json"))
         docs = [json.loads(p.read_text()) for p in files]
         metas = [d.get("meta", {}) for d in docs]
-        reused: dict[str, float] = {}
-        trained: dict[str, float] = {}
         stems = [k for k in sorted(timing) if k.startswith(f"{nb}_")]
         if stems and all(k in snapshots for k in stems):  # recorded with the minutes
-            for k in stems:
-                trained |= snapshots[k]["trained"]
-                reused |= snapshots[k]["loaded"]
+            trained = {h: s for k in stems for h, s in snapshots[k]["trained"].items()}
+            reused = {h: s for k in stems for h, s in snapshots[k]["loaded"].items()}
         else:
-            for d in docs:
-                _runs(d.get("results", {}), reused, trained)
+            flags = _flags(docs)
+            trained, reused = flags["trained"], flags["loaded"]
         every_trained |= set(trained)
         walls = [m["wall_time_s"] for m in metas if isinstance(m.get("wall_time_s"), int | float)]
         speeds = [s["gflops"] for k in stems for s in (machine.get(k) or {}).values()]
