@@ -2,7 +2,8 @@
 
 Modules (one concept each): ``reservoir`` (the batched ESN), ``dynamics`` (ESP,
 memory capacity, Lyapunov exponent, sweeps), ``models`` (registry),
-``surgery`` (injection of reservoir K/V slots), ``results`` (outputs and
+``surgery`` (injection of reservoir K/V slots), ``adapter`` (trained adapters
+on disk: ``ran.from_pretrained(model, folder)``), ``results`` (outputs and
 provenance), ``pipeline`` (papermill runner), ``report`` (FINDINGS + PDF).
 Heavy modules are imported lazily so ``import ran`` stays fast.
 """
@@ -19,6 +20,8 @@ _LAZY = {
     "InjectionConfig": "ran.surgery",
     "inject": "ran.surgery",
     "load_model": "ran.models",
+    "from_pretrained": "ran.adapter",
+    "save_pretrained": "ran.adapter",
 }
 
 

@@ -1,10 +1,14 @@
-"""Command line: ``python -m ran {run,report,bench} ...``.
+"""Command line: ``python -m ran {run,report,bench,train,eval,demo} ...``.
 
 - ``run --profile {smoke,default,paper} [--only 01,03] [-p name value]``: execute the
   notebooks in order with papermill, export HTML (see :mod:`ran.pipeline`).
 - ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
 - ``bench {overhead,passcost,sweep,lowercache,notebooks,all} [--profile P]``: benchmarks measured in
   one run, saved as sections of data/results/bench.json (see :mod:`ran.bench`).
+- ``train CONFIG [--out DIR] [--profile P]``: train a TrainConfig file, save the adapter.
+- ``eval ADAPTER [--probe NAME] [--param k=v ...] [--n-test N] [--out FILE]``: every control.
+- ``demo [--adapter DIR]``: write a secret in one process, recall it in another
+  (the three library verbs live in :mod:`ran.cli` and :mod:`ran.cli_demo`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ran import cli
 from ran.bench import BENCHES
 from ran.results import PROFILES, Outputs
 
@@ -45,11 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks, saved to data/results/bench.json")
     bench.add_argument("which", choices=[*BENCHES, "all"])
     bench.add_argument("--profile", choices=PROFILES, default="default")
+    cli.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in cli.COMMANDS:
+        return cli.run(args)
     if args.command == "run":
         from ran.pipeline import PipelineError, run
 

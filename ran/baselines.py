@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 
 from ran import slots as S
-from ran.reservoir import Reservoir
+from ran.generate_state import wrap_generate
+from ran.reservoir import Reservoir, leaky_update
 from ran.surgery import InjectionConfig, RANHandle, inject
 from ran.surgery_state import StateMixin
 
@@ -52,6 +53,11 @@ class LayerHandle:
             raise ValueError("cfg must be a ran.surgery.InjectionConfig.")
         if cfg.advance != "forward":
             raise ValueError("the baselines advance once per model() call; use advance='forward'.")
+        if cfg.pooling not in ("last", "mean") or cfg.write_gate:
+            raise ValueError(
+                "this mechanism drives its memory by 'last' or 'mean' pooling without a write "
+                "gate; the learned write side (ran.write) belongs to the reservoir slots."
+            )
         blocks, attns, base = model_layers(model)
         layer = S.target_layer(model, cfg.layer, len(blocks))
         self.model, self.config, self.layer = model, cfg, layer
@@ -80,18 +86,24 @@ class LayerHandle:
             model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
             model.register_forward_hook(self._post_forward, always_call=True),
         ]
+        self._orig_generate = model.__dict__.get("generate")
+        model.generate = wrap_generate(self, model.generate)  # the state follows generate()'s rows
         model._ran_handle = self
         self._removed = False
 
     # ------------------------------------------------------------------ lifecycle
     def remove(self) -> None:
-        """Undo the injection: original attention configs and no hooks."""
+        """Undo the injection: original attention configs, no hooks, original generate()."""
         if self._removed:
             return
         for attn, conf in self._orig_configs:
             attn.config = conf
         for h in self._hooks:
             h.remove()
+        if self._orig_generate is None:
+            self.model.__dict__.pop("generate", None)
+        else:
+            self.model.generate = self._orig_generate
         self.model.__dict__.pop("_ran_handle", None)
         self._removed = True
 
@@ -114,6 +126,12 @@ class LayerHandle:
         """Set the gate logit(s) g; ``tanh(g)`` scales the injected signal (0 = closed)."""
         with torch.no_grad():
             self.readout.gate.copy_(torch.as_tensor(value, dtype=self.readout.gate.dtype))
+
+    def save_pretrained(self, directory, model_name: str | None = None, train_config=None):
+        """Save the trained adapter (see :func:`ran.adapter.save_pretrained`); returns the folder."""
+        from ran.adapter import save_pretrained
+
+        return save_pretrained(self, directory, model_name, train_config)
 
     # ------------------------------------------------------------------ passes
     def write_only(self, input_ids, attention_mask=None):
@@ -277,14 +295,14 @@ class TrainedRecurrence(torch.nn.Module):
     def zero_state(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(batch, self.units, dtype=self.W.dtype, device=self.W.device)
 
-    def step(self, r: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """r (B, N), u (B, d_in) -> r(t+1) (B, N)."""
+    def step(self, r: torch.Tensor, u: torch.Tensor, gate: torch.Tensor | None = None):
+        """r (B, N), u (B, d_in) -> r(t+1) (B, N); ``gate`` (B,) scales the update per row."""
         u, r = u.to(self.W.dtype), r.to(self.W.dtype)
         if self.cell == "gru":
-            return self.gru(u, r)
+            h = self.gru(u, r)
+            return h if gate is None else r + gate.to(h.dtype)[:, None] * (h - r)
         pre = r @ self.W.T + u @ self.W_in.T + self.b
-        lr = self.cfg.lr
-        return torch.tanh(pre) if lr == 1.0 else (1 - lr) * r + lr * torch.tanh(pre)
+        return leaky_update(r, pre, self.cfg.lr, gate)
 
 
 class RecurrentHandle(RANHandle):

@@ -97,6 +97,7 @@ def load_model(
     else:
         model, tok = _from_hub(name, attn_implementation, dtype)
     _ensure_padding(tok, model)
+    model._ran_model_name = name  # read by ran.adapter.save_pretrained
     return model.eval(), tok
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ran.atomic import atomic_write
 from ran.results import REPO_ROOT, Outputs, check_profile, package_versions
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -170,4 +171,4 @@ def _record_timing(outputs: Outputs, report: RunReport) -> None:
     }
     doc["meta"] |= merged
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    atomic_write(path, json.dumps(doc, indent=1) + "\n")  # a crash never leaves a torn file

@@ -134,6 +134,10 @@ class Probe:
     def _episode(self, rng: random.Random, lines: list[str]) -> Episode:
         raise NotImplementedError
 
+    def _split_episode(self, split: str, rng: random.Random, lines: list[str]) -> Episode:
+        """One episode of ``split``; probes whose word pools are split override this."""
+        return self._episode(rng, lines)
+
     def episodes(self, split: str, exclude: frozenset = frozenset()) -> list[Episode]:
         """The episodes of one split, deterministic given the probe parameters.
 
@@ -151,7 +155,7 @@ class Probe:
         for _ in range(50 * n + 1000):
             if len(out) == n:
                 return out
-            ep = self._episode(rng, lines)
+            ep = self._split_episode(split, rng, lines)
             if ep not in seen and ep not in exclude:
                 seen.add(ep)
                 out.append(ep)
@@ -306,8 +310,17 @@ PROBES: dict[str, type[Probe]] = {
 }
 
 
+def register_probe(cls: type[Probe]) -> type[Probe]:
+    """Class decorator: make ``cls`` buildable by :func:`make_probe` under ``cls.name``."""
+    PROBES[cls.name] = cls
+    return cls
+
+
 def make_probe(name: str, **params) -> Probe:
-    """Build a probe by name (``secret_word``, ``elapsed``, ``idle_retention``)."""
+    """Build a probe by name (``secret_word``, ``elapsed``, ``idle_retention``, and the
+    realistic probes of :mod:`ran.probes_realism`: ``fact_in_text``, ``two_facts``)."""
+    import ran.probes_realism  # noqa: F401  (registers the realistic probes)
+
     if name not in PROBES:
         raise ValueError(f"unknown probe {name!r}; choose one of {', '.join(PROBES)}")
     try:

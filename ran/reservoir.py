@@ -146,6 +146,23 @@ def _check_drive(u: torch.Tensor, input_dim: int) -> None:
         raise ValueError("reservoir input (drive) contains NaN or Inf values.")
 
 
+def leaky_update(
+    r: torch.Tensor, pre: torch.Tensor, lr: float, gate: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(1 - a) r + a tanh(pre)`` with leak ``a = lr`` (times ``gate`` per row if given).
+
+    Without a gate this is bit-identical to the classic update (``tanh(pre)`` at
+    ``lr = 1``); with one, ``r + a (tanh(pre) - r)``, which is ``r`` exactly where
+    ``gate = 0``.
+    """
+    if gate is None:
+        return torch.tanh(pre) if lr == 1.0 else (1 - lr) * r + lr * torch.tanh(pre)
+    a = gate.to(pre.dtype)
+    if a.dim() == pre.dim() - 1:
+        a = a[..., None]
+    return r + (a * lr) * (torch.tanh(pre) - r)
+
+
 class Reservoir(torch.nn.Module):
     """One echo-state reservoir with fixed buffers ``W``, ``W_in`` and ``b``.
 
@@ -182,16 +199,22 @@ class Reservoir(torch.nn.Module):
         shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
         return torch.zeros(*shape, self.units, dtype=self.W.dtype, device=self.W.device)
 
-    def step(self, r: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """One update ``r(t) -> r(t+1)``; ``r`` is ``(..., N)``, ``u`` is ``(..., d_in)``."""
+    def step(
+        self, r: torch.Tensor, u: torch.Tensor, gate: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One update ``r(t) -> r(t+1)``; ``r`` is ``(..., N)``, ``u`` is ``(..., d_in)``.
+
+        ``gate`` (``(...,)`` or ``(..., 1)``, values in [0, 1]) scales the leak rate of
+        each row: ``r + g lr (tanh(W r + W_in u + b) - r)``, so ``g = 0`` leaves the
+        row's state exactly unchanged (the learned write gate of :mod:`ran.write`).
+        """
         _check_drive(u, self.input_dim)
         if r.shape[-1] != self.units:
             raise ValueError(f"reservoir state width is {r.shape[-1]} but units is {self.units}.")
         u = u.to(self.W.dtype)
         r = r.to(self.W.dtype)
         pre = r @ self.W.T + u @ self.W_in.T + self.b
-        lr = self.cfg.lr
-        return torch.tanh(pre) if lr == 1.0 else (1 - lr) * r + lr * torch.tanh(pre)
+        return leaky_update(r, pre, self.cfg.lr, gate)
 
     def run(self, u_seq: torch.Tensor, r0: torch.Tensor | None = None) -> torch.Tensor:
         """States for a drive ``u_seq`` of shape ``(T, ..., d_in)`` -> ``(T, ..., N)``.
@@ -285,8 +308,7 @@ class ReservoirBank:
         pre = torch.addcmul(torch.matmul(u, self._WinT), rec, self.scale[None, :, None, None])
         if self.cfg.bias:
             pre = pre + self.b[:, None, None, :]
-        lr = self.cfg.lr
-        return torch.tanh(pre) if lr == 1.0 else (1 - lr) * r + lr * torch.tanh(pre)
+        return leaky_update(r, pre, self.cfg.lr)
 
     def run(
         self, u_seq: torch.Tensor, r0: torch.Tensor, keep: Sequence[int] | None = None

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ran.atomic import atomic_write_json
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("smoke", "default", "paper")
 # Keys under meta that change from run to run (wall time, dates); everything
@@ -176,7 +178,7 @@ def save_results(
     doc = {"meta": meta, "findings": findings or [], "results": payload}
     outputs.results.mkdir(parents=True, exist_ok=True)
     path = outputs.results / f"{name}.json"
-    path.write_text(json.dumps(to_jsonable(doc), indent=1, sort_keys=False, allow_nan=False) + "\n")
+    atomic_write_json(path, to_jsonable(doc), indent=1)  # a crash never leaves a torn file
     return path
 
 

@@ -18,16 +18,16 @@ Example
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import torch
 
 from ran import slots as S
+from ran.generate_state import wrap_generate
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.surgery_state import StateMixin
+from ran.write import POOLINGS, WriteSide, real_mask
 
-POOLINGS = ("last", "mean")
 ADVANCES = ("forward", "generate")
 
 
@@ -46,13 +46,18 @@ class InjectionConfig:
     layer: int | None = None  # injected layer L; None -> num_layers // 2 (a mid layer)
     n_slots: int = 8  # M reservoir key/value slots per KV head
     reservoir: ReservoirConfig = field(default_factory=ReservoirConfig)  # the fixed ESN
-    pooling: str = "last"  # drive pooling: "last" real token, or "mean" over real tokens
+    pooling: str = (
+        "last"  # drive: "last" token, "mean", learned "attn" pooling, or per-"token" steps
+    )
     gate_init: float = 0.0  # per-head gate logit; tanh(0) = 0 keeps the model bit-exact
     advance: str = "forward"  # "forward": one step per model() call; "generate": one per generate()
     normalize_drive: bool = True  # u / ||u||: W_in u has RMS input_scaling whatever the width d
     readout_scale: float = 0.1  # readout weight std is readout_scale / sqrt(N); bias starts at 0
     seed: int = 0  # seed of the readout initialisation (the reservoir has its own seed)
     query_gate: bool = False  # per-token gate sigmoid(w . x_t + c) on the slots (x_t: layer input)
+    write_gate: bool = False  # learned gate on how strongly a pass (or token) writes (ran.write)
+    write_gate_init: float = 2.0  # initial write-gate bias: sigmoid(2) = 0.88 open, -40 closed
+    recurrence: bool = True  # False: W = 0, the state is a projection of the last write only
 
     def __post_init__(self):
         if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
@@ -65,7 +70,9 @@ class InjectionConfig:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}.")
         if self.advance not in ADVANCES:
             raise ValueError(f"advance must be one of {', '.join(ADVANCES)}, got {self.advance!r}.")
-        for name in ("gate_init", "readout_scale"):
+        if self.pooling == "token" and self.advance == "generate":
+            raise ValueError("pooling='token' steps once per token; use advance='forward'.")
+        for name in ("gate_init", "readout_scale", "write_gate_init"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or v != v or abs(v) == float("inf"):
                 raise ValueError(f"{name} must be a finite number, got {v!r}.")
@@ -92,6 +99,15 @@ def inject(model, cfg: InjectionConfig | None = None) -> RANHandle:
 
 class RANHandle(StateMixin):
     """The injected reservoir of one model: state, readout/gate, hooks.
+
+    generate() works in every mode (greedy, sampling, ``num_return_sequences >
+    1``, beam search) with a carried state (B, N) or none: each generated
+    sequence starts from its prompt's state, expanded like the KV cache, and
+    under beam search the state rows are reordered with the beams, so each
+    beam reads the state its own history produced. After the call the handle
+    holds one row per prompt again: the state of that prompt's first returned
+    sequence (the best beam; rows of sampled sequences that ended early went
+    on reading the padding generate() appends). See :mod:`ran.generate_state`.
 
     Attributes
     ----------
@@ -130,8 +146,14 @@ class RANHandle(StateMixin):
                 cfg.readout_scale,
                 model.config.hidden_size if cfg.query_gate else 0,
             ).to(device=p.device, dtype=p.dtype)
+        self.write = WriteSide(
+            model.config.hidden_size, n_heads, cfg.pooling, cfg.write_gate, cfg.write_gate_init
+        ).to(device=p.device, dtype=p.dtype)
+        if not cfg.recurrence:
+            self.reservoir.W.zero_()  # the "no recurrence" reference: r(t+1) = f(u(t)) only
         self._state: torch.Tensor | None = None
         self.last_drive: torch.Tensor | None = None
+        self.last_write_gate: torch.Tensor | None = None  # (B,) or (B, Q) of the last pass
         self.slot_mass: torch.Tensor | None = None
         self.record_slot_mass = False
         self._pad2d = None  # 2-D attention mask of the running top-level forward call
@@ -147,7 +169,7 @@ class RANHandle(StateMixin):
             model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
             model.register_forward_hook(self._post_forward, always_call=True),
         ]
-        if cfg.query_gate:
+        if cfg.query_gate or self.write.needs_input:
             self._hooks.append(attn.register_forward_pre_hook(self._attn_input, with_kwargs=True))
         self._orig_generate = model.__dict__.get("generate")
         model.generate = self._wrap_generate(model.generate)
@@ -176,8 +198,9 @@ class RANHandle(StateMixin):
         self.remove()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """The readout and the gate: the only new trainable parameters."""
-        return list(self.slots.parameters())
+        """The readout and the gates, then the learned write side (if any): the only new
+        trainable parameters (the reservoir's W and W_in are fixed buffers)."""
+        return list(self.slots.parameters()) + list(self.write.parameters())
 
     def set_gate(self, value: float | torch.Tensor) -> None:
         """Set the gate logits g (scalar or one per query head); tanh(g) is the blend."""
@@ -209,22 +232,8 @@ class RANHandle(StateMixin):
         self._attn_in = None
 
     def _wrap_generate(self, generate):
-        @functools.wraps(generate)
-        def wrapped(*args, **kwargs):
-            if self.config.advance != "generate":
-                return generate(*args, **kwargs)
-            self._gen_depth += 1
-            start = self._state
-            try:
-                out = generate(*args, **kwargs)
-            finally:
-                self._gen_depth -= 1
-            drive, self._gen_drive = self._gen_drive, None
-            if drive is not None:
-                self._advance(start, drive)
-            return out
-
-        return wrapped
+        """generate() with the state expanded, beam-reordered and collapsed (ran.generate_state)."""
+        return wrap_generate(self, generate)
 
     def __call__(self, module, query, key, value, attention_mask, **kwargs):
         """Layer L's attention (called through the registered ``"ran"`` function)."""
@@ -242,19 +251,44 @@ class RANHandle(StateMixin):
         if self.record_slot_mass:
             with torch.no_grad():
                 self.slot_mass = S.slot_mass(query, key, slot_k, attention_mask, scaling)
-        u = S.pool_drive(out, self._pad2d, self.config.pooling)  # (B, H*hd)
-        if self.config.normalize_drive:
-            u = S.normalize_drive(u, self.config.reservoir.input_connectivity)
-        self.last_drive = u
-        if self._gen_depth > 0:
-            self._gen_drive = u  # advanced once when generate() returns
-        else:
-            self._advance(self._state, u)
+        self._write(out)
         if self._stop_after:
             raise S.StopAfterLayer
         return out, weights
 
-    def _advance(self, r: torch.Tensor | None, u: torch.Tensor) -> None:
+    def _norm(self, u: torch.Tensor) -> torch.Tensor:
+        if not self.config.normalize_drive:
+            return u
+        return S.normalize_drive(u, self.config.reservoir.input_connectivity)
+
+    def _write(self, out: torch.Tensor) -> None:
+        """Drive the reservoir with the pass's gated output ``out`` (B, Q, H, hd)."""
+        b, q_len = out.shape[:2]
+        real = real_mask(self._pad2d, b, q_len, out)  # (B, Q)
+        x = self._attn_in if self.write.needs_input else None  # (B, Q, d) or None
+        if self.config.pooling == "token":
+            u = self._norm(out.reshape(b, q_len, -1))  # (B, Q, H*hd), one drive per token
+            self.last_drive = u[:, -1]
+            self._advance_tokens(u, self.write.token_gates(x, real))
+            return
+        u, xbar = self.write.pool(out, x, real)  # (B, H*hd), (B, d) or None
+        u = self._norm(u)
+        gate = self.write.pass_gate(xbar)  # (B,) or None
+        self.last_drive, self.last_write_gate = u, gate
+        if self._gen_depth > 0:
+            self._gen_drive = (u, gate)  # advanced once when generate() returns
+        else:
+            self._advance(self._state, u, gate)
+
+    def _advance(self, r: torch.Tensor | None, u: torch.Tensor, gate=None) -> None:
         if r is None:
             r = self.reservoir.zero_state(u.shape[0])
-        self._state = self.reservoir.step(r, u)
+        self._state = self.reservoir.step(r, u, gate)
+
+    def _advance_tokens(self, u: torch.Tensor, gates: torch.Tensor) -> None:
+        """One reservoir step per token: u (B, Q, D), gates (B, Q) (0 at padding: no step)."""
+        r = self._state if self._state is not None else self.reservoir.zero_state(u.shape[0])
+        for t in range(u.shape[1]):
+            r = self.reservoir.step(r, u[:, t], gates[:, t])
+        self.last_write_gate = gates
+        self._state = r

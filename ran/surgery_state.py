@@ -82,33 +82,55 @@ class StateMixin:
         return self.reservoir.cfg.config_hash(self.reservoir.input_dim)
 
     def save_state(self, path: str | Path) -> Path:
-        """Write the state (detached) to a safetensors file tagged with the reservoir hash."""
-        from safetensors.torch import save_file
+        """Write the state (detached) to a safetensors file tagged with the reservoir hash.
+
+        The write is atomic (:func:`ran.atomic.atomic_save_safetensors`): a crash
+        leaves either the previous file or the new one, never a torn file.
+        """
+        from ran.atomic import atomic_save_safetensors
 
         if self._state is None:
             raise ValueError("there is no reservoir state to save yet; run a pass or idle() first.")
         path = Path(path)
         meta = {"format": STATE_FORMAT, "reservoir_hash": self._state_hash()}
-        save_file({"state": self._state.detach().contiguous().cpu()}, str(path), metadata=meta)
-        return path
+        return atomic_save_safetensors({"state": self._state}, path, metadata=meta)
 
-    def load_state(self, path: str | Path) -> torch.Tensor:
-        """Load a state saved by :meth:`save_state` for the same reservoir; returns it."""
+    def load_state(self, path: str | Path, batch_size: int | None = None) -> torch.Tensor:
+        """Load a state saved by :meth:`save_state` for the same reservoir; returns it.
+
+        Refused, each with one sentence: a file that is not a state file, a state
+        of another reservoir or model (the config hash covers the reservoir
+        config, its seed and size, and the model width it is driven by), a
+        state of the wrong width, and one whose batch is not ``batch_size``
+        (when given).
+        """
         from safetensors import safe_open
 
         path = Path(path)
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
-                state = fh.get_tensor("state")
+                state = fh.get_tensor("state") if "state" in fh.keys() else None
         except Exception:  # noqa: BLE001 - safetensors raises several error types
             raise ValueError(f"{path} is not a readable RAN state file.") from None
-        if meta.get("format") != STATE_FORMAT:
+        if meta.get("format") != STATE_FORMAT or state is None:
             raise ValueError(f"{path} is not a RAN state file (no {STATE_FORMAT} tag).")
         if meta.get("reservoir_hash") != self._state_hash():
             raise ValueError(
                 f"{path} was saved from a different reservoir (hash {meta.get('reservoir_hash')}, "
-                f"this one is {self._state_hash()})."
+                f"this one is {self._state_hash()}: another reservoir config, seed, size or "
+                f"model width)."
             )
-        self._state = self._validated(state, f"state in {path}")
+        state = self._validated(state, f"state in {path}")
+        if batch_size is not None and state.shape[0] != batch_size:
+            raise ValueError(
+                f"the state in {path} has batch size {state.shape[0]}, expected {batch_size}."
+            )
+        self._state = state
         return self._state
+
+    def save_pretrained(self, directory, model_name: str | None = None, train_config=None):
+        """Save the trained adapter (see :func:`ran.adapter.save_pretrained`); returns the folder."""
+        from ran.adapter import save_pretrained
+
+        return save_pretrained(self, directory, model_name, train_config)

@@ -69,6 +69,9 @@ _HASH_OPTIONAL = {
     "kl_batch": 4,
     "kl_len": 64,
     "query_gate": False,
+    "write_gate": False,
+    "write_gate_init": 2.0,
+    "recurrence": True,
 }
 
 
@@ -107,6 +110,9 @@ class TrainConfig:
     kl_batch: int = 4  # text blocks per step for the KL term
     kl_len: int = 64  # tokens per KL text block (training-split Shakespeare)
     query_gate: bool = False  # per-token gate on the slots from layer L's input (ran.slots)
+    write_gate: bool = False  # learned gate on how strongly a pass writes (ran.write)
+    write_gate_init: float = 2.0  # initial write-gate bias (sigmoid(2) = 0.88: open)
+    recurrence: bool = True  # False: W = 0 (the "no recurrence" reference)
 
     def __post_init__(self):
         if isinstance(self.reservoir, dict):
@@ -153,6 +159,9 @@ class TrainConfig:
             advance="forward",
             seed=self.seed,
             query_gate=self.query_gate,
+            write_gate=self.write_gate,
+            write_gate_init=self.write_gate_init,
+            recurrence=self.recurrence,
         )
 
     def to_dict(self) -> dict:
@@ -265,7 +274,9 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
         The live model, tokenizer and handle with the best-validation
         parameters loaded, curves and the probe's episodes by split.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from ran.atomic import atomic_save_safetensors, atomic_write_json
 
     outputs = outputs or Outputs()
     key, run_path, params_path = _paths(cfg, outputs)
@@ -299,7 +310,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
         history = fit(cfg, model, tok, handle, named, episodes, progress)
     wall = time.perf_counter() - t0
     params_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({n: p.detach().contiguous().clone() for n, p in named.items()}, str(params_path))
+    atomic_save_safetensors({n: p.detach().clone() for n, p in named.items()}, params_path)
     run_path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "hash": key,
@@ -310,7 +321,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
         "params": outputs.rel(params_path) if _inside(outputs, params_path) else str(params_path),
         "history": history,
     }
-    run_path.write_text(json.dumps(to_jsonable(doc), indent=1, allow_nan=False) + "\n")
+    atomic_write_json(run_path, to_jsonable(doc), indent=1)  # last: it marks the run done
     return TrainResult(
         cfg, key, model, tok, handle, history, wall, False, run_path, params_path, episodes, outputs
     )

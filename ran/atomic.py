@@ -1,0 +1,90 @@
+"""Crash-safe file writes: a temporary file in the same folder, flushed, fsynced, renamed.
+
+Every file that must survive a crash (reservoir states, adapters, run files,
+results JSON) goes through :func:`atomic_write`: the bytes are written to a
+temporary file beside the target, flushed and ``os.fsync``-ed, then moved over
+the target with ``os.replace`` (atomic on POSIX within one file system), and
+the folder itself is fsynced so the rename survives a power cut. A reader sees
+either the old file or the new one, never a torn mix; a killed writer leaves
+at most a stray ``.<name>.*.tmp`` file, never a truncated target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename in ``folder`` (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would leave: the target's own if it exists,
+    else ``0o666`` minus the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # read the umask (the only portable way) and put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | Path, data: bytes | str, encoding: str = "utf-8") -> Path:
+    """Write ``data`` to ``path`` atomically (temp file, flush, fsync, ``os.replace``).
+
+    Parameters
+    ----------
+    path : the target file; its folder is created if missing.
+    data : bytes, or str encoded with ``encoding``.
+
+    Returns
+    -------
+    Path
+        The target path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = data.encode(encoding) if isinstance(data, str) else bytes(data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; a plain write would not
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_json(path: str | Path, doc, indent: int | None = 1) -> Path:
+    """``json.dumps(doc)`` (no NaN allowed) written atomically, with a final newline."""
+    return atomic_write(path, json.dumps(doc, indent=indent, allow_nan=False) + "\n")
+
+
+def atomic_save_safetensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> Path:
+    """``safetensors.torch.save`` of ``tensors`` (contiguous CPU tensors) written atomically."""
+    from safetensors.torch import save
+
+    blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    return atomic_write(path, blob)
