@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ran import h1, probe_viz, results
+from ran import h1, jobs, probe_viz, results
 from ran.data import shakespeare_lines, token_blocks
 from ran.episodes import above
 from ran.memo import memo
@@ -117,15 +117,34 @@ print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps=
 
 # %% [markdown]
 # ## Compute
+# ### Every training run of the notebook
+#
+# Trained up front in 2 worker processes of 1 torch thread when the machine has 2
+# cores (`ran.jobs.train_all`; bit-identical to training them one after another in one
+# process of 1 thread, while this notebook's 2 threads would round differently); the
+# cells below load them from the run cache.
+
+# %%
+cap_cfgs = {k: TrainConfig(probe="secret_word", probe_params=sw_params | {"k": k},
+                           steps=train_steps[k], **common | {"learning_rate": train_lr[k]})
+            for k in train_ks}  # fmt: skip
+el_params = dict(k_max=k_max, pre_max=pre_max, n_train=n_train, n_val=64, n_test=n_test)
+el_cfg = TrainConfig(probe="elapsed", probe_params=el_params, steps=elapsed_steps, **common)
+id_params = dict(k=idle_k, idle_steps=idle_train, n_train=n_train, n_val=64, n_test=128,
+                 write_templates=WRITE)  # fmt: skip
+idle_cfgs = {sr: TrainConfig(probe="idle_retention", probe_params=id_params, steps=idle_steps,
+                             **common | {"reservoir": ReservoirConfig(sr=sr, input_scaling=input_scaling)})
+             for sr in idle_srs}  # fmt: skip
+jobs.train_all([*cap_cfgs.values(), el_cfg, *idle_cfgs.values()], outputs)
+
+# %% [markdown]
 # ### Secret-word capacity (every control, identical test episodes)
 
 # %%
 runs, capacity = {}, {}
 trained = {}
 for k in train_ks:
-    cfg = TrainConfig(probe="secret_word", probe_params=sw_params | {"k": k}, steps=train_steps[k],
-                      **common | {"learning_rate": train_lr[k]})  # fmt: skip
-    trained[k] = train(cfg, outputs, progress=False)
+    trained[k] = train(cap_cfgs[k], outputs, progress=False)
     runs[f"secret_word K={k}"] = trained[k]
 for k in ks:
     res = trained[h1.readout_for(k, train_ks)]
@@ -143,9 +162,7 @@ for k in train_ks:
 # ### Elapsed passes (scored on the answer step only)
 
 # %%
-el_params = dict(k_max=k_max, pre_max=pre_max, n_train=n_train, n_val=64, n_test=n_test)
-cfg = TrainConfig(probe="elapsed", probe_params=el_params, steps=elapsed_steps, **common)
-el_run = train(cfg, outputs, progress=False)
+el_run = train(el_cfg, outputs, progress=False)
 runs["elapsed"] = el_run
 elapsed = el_run.evaluate("test", CONTROLS)
 print(", ".join(f"{c} {elapsed[c]['acc']:.3f}" for c in CONTROLS))
@@ -156,12 +173,8 @@ del el_run.model, el_run.handle
 
 # %%
 idle_curves = {}
-id_params = dict(k=idle_k, idle_steps=idle_train, n_train=n_train, n_val=64, n_test=128,
-                 write_templates=WRITE)  # fmt: skip
 for sr in idle_srs:
-    cfg = TrainConfig(probe="idle_retention", probe_params=id_params, steps=idle_steps,
-                      **common | {"reservoir": ReservoirConfig(sr=sr, input_scaling=input_scaling)})  # fmt: skip
-    r = train(cfg, outputs, progress=False)
+    r = train(idle_cfgs[sr], outputs, progress=False)
     runs[f"idle_retention sr={sr:g}"] = r
     idle_curves[f"sr={sr:g}"] = [
         memo(outputs, "idle", dict(run=r.hash, idle=n, n=idle_n_test), evaluate, r.handle,

@@ -40,7 +40,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from ran import compare, compare_claims, compare_tables, compare_viz, results, scaling
+from ran import compare, compare_claims, compare_tables, compare_viz, jobs, results, scaling
 from ran.episodes import above
 from ran.reservoir import ReservoirConfig
 from ran.train import TrainConfig
@@ -187,12 +187,15 @@ else:
                     scaling.per_model(models, scale_input_scaling, float), strict=True))  # fmt: skip
     x_key, group_key, scale_layer = "model_params", None, None
 sw_scale = dict(k=scale_k, n_train=n_train, n_val=n_val, n_test=scale_n_test, write_templates=WRITE)
+scale_cfgs = [TrainConfig(model_name=name, layer=scale_layer, probe="secret_word",
+                          probe_params=sw_scale, steps=scale_steps, batch_size=batch,
+                          learning_rate=lr, kl_weight=kl_weight, seed=seed,
+                          reservoir=ReservoirConfig(units=n_units, input_scaling=isc), **train_extra)
+              for name, n_units, isc in grid]  # fmt: skip
+jobs.train_all([c for c in scale_cfgs if not scaling.point_cached(c, outputs, scale_n_test,
+                scale_ppl_blocks, scale_block_len, scale_overhead_reps)], outputs)  # fmt: skip
 points = []
-for name, n_units, isc in grid:
-    cfg = TrainConfig(model_name=name, layer=scale_layer, probe="secret_word",
-                      probe_params=sw_scale, steps=scale_steps, batch_size=batch, learning_rate=lr,
-                      kl_weight=kl_weight, seed=seed,
-                      reservoir=ReservoirConfig(units=n_units, input_scaling=isc), **train_extra)  # fmt: skip
+for (name, n_units, isc), cfg in zip(grid, scale_cfgs, strict=True):
     pt = scaling.scaling_point(cfg, outputs, scale_n_test, scale_ppl_blocks, scale_block_len,
                                scale_overhead_reps)  # fmt: skip
     points.append(pt)

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ran import dynamics, results
+from ran import dynamics, jobs, results
 from ran import seeds as SD
 from ran.models import load_model
 from ran.reservoir import ReservoirConfig
@@ -75,9 +75,13 @@ washout = 200  # steps discarded before the untrained metrics
 mc_k_max = 100  # delays of the memory capacity
 n_boot = 2000  # bootstrap resamples (over seeds) of Spearman rho
 threads = 2  # torch threads (2 when the notebook has the machine to itself)
+executor = "local"  # paper profile: the sweep command's executor for the seed runs (local, slurm)
 
 # %%
 extra = {}  # TrainConfig overrides (smoke only)
+if profile == "paper":  # the size the question needs: 32 seeds, full training (150 steps)
+    n_seeds, steps, batch_size, warmup_steps = 32, 150, 16, 10
+    n_train, n_val, n_test = 2400, 256, 512  # every training episode seen once; tighter CIs
 probe_params = dict(k=k, n_train=n_train, n_val=n_val, n_test=n_test,
                     write_templates=[write_template])  # fmt: skip
 if profile == "smoke":  # a random 4-layer model learns K=4 recall of a bare key in seconds
@@ -97,6 +101,7 @@ base = TrainConfig(model_name=model_name, probe="secret_word", probe_params=prob
                    seed=seed, **extra)  # fmt: skip
 cfgs = SD.seed_configs(base, res_seeds)
 chance = 1.0 / base.make_probe().n_candidates
+sweep_file = results.REPO_ROOT / "sweeps" / "05_seed_study_paper.yaml"
 print(f"profile={profile}: {model_name}, {n_seeds} reservoir seeds, {steps} steps, "
       f"K={base.make_probe().n_candidates}; runs {[c.config_hash() for c in cfgs]}")  # fmt: skip
 
@@ -111,6 +116,17 @@ print(f"profile={profile}: {model_name}, {n_seeds} reservoir seeds, {steps} step
 
 # %%
 t0 = time.perf_counter()
+if profile == "paper":  # through the sweep command's job layer: python -m ran sweep <sweep_file>
+    from ran.sweep import read_sweep, run_sweep
+
+    sweep = read_sweep(sweep_file)
+    assert [c.config_hash() for _, c in sweep.jobs()] == [c.config_hash() for c in cfgs], (
+        f"the paper configs differ from {sweep_file}")  # fmt: skip
+    rep = run_sweep(sweep, executor, outputs=outputs)
+    assert not rep.failures and not rep.pending, f"seed runs failed: {rep.failures}"
+    jobs.note_trained(rep.rows)  # trained now, by the sweep's jobs: not "loaded" below
+else:  # 2 worker processes of 1 thread on a 2-core machine (ran.jobs); smoke: in-process
+    jobs.train_all(cfgs, outputs)
 rows, test_correct = [], {}
 for cfg in cfgs:
     t1 = time.perf_counter()

@@ -1,14 +1,20 @@
-"""Command line: ``python -m ran {run,report,bench,train,eval,demo} ...``.
+"""Command line: ``python -m ran {run,report,bench,sweep,train,eval,demo,agent} ...``.
 
 - ``run --profile {smoke,default,paper} [--only 01,03] [-p name value]``: execute the
   notebooks in order with papermill, export HTML (see :mod:`ran.pipeline`).
 - ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
-- ``bench {overhead,passcost,sweep,lowercache,notebooks,all} [--profile P]``: benchmarks measured in
-  one run, saved as sections of data/results/bench.json (see :mod:`ran.bench`).
+- ``bench {overhead,passcost,sweep,lowercache,notebooks,training,agent,all} [--profile P]``:
+  benchmarks measured in one run, saved as sections of data/results/bench.json (see
+  :mod:`ran.bench`).
+- ``sweep SWEEP.yaml --executor {local,slurm,serial} [--max-parallel N]``: every config of a
+  sweep file as an independent job (submitit), one merged table under data/results/sweeps/
+  (see :mod:`ran.sweep`, :mod:`ran.cli_sweep`).
 - ``train CONFIG [--out DIR] [--profile P]``: train a TrainConfig file, save the adapter.
 - ``eval ADAPTER [--probe NAME] [--param k=v ...] [--n-test N] [--out FILE]``: every control.
 - ``demo [--adapter DIR]``: write a secret in one process, recall it in another
   (the three library verbs live in :mod:`ran.cli` and :mod:`ran.cli_demo`).
+- ``agent [--adapter DIR] [--idle-every SECONDS] [--script FILE]``: the Reservoir Agent, a
+  persistent chat loop with idle ticks and checkpoints (:mod:`ran.agent.cli`).
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=[*BENCHES, "all"])
     bench.add_argument("--profile", choices=PROFILES, default="default")
     cli.add_parsers(sub)
+    from ran.cli_sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+    from ran.agent.cli import add_agent_parser
+
+    add_agent_parser(sub)
     return parser
 
 
@@ -58,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in cli.COMMANDS:
         return cli.run(args)
+    if args.command == "agent":
+        from ran.agent.cli import cmd_agent
+
+        return cmd_agent(args)
+    if args.command == "sweep":
+        from ran.cli_sweep import cmd_sweep
+
+        return cmd_sweep(args)
     if args.command == "run":
         from ran.pipeline import PipelineError, run
 

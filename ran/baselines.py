@@ -316,8 +316,8 @@ class RecurrentHandle(RANHandle):
             self.reservoir = TrainedRecurrence(self.reservoir, cell)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """Readout, gate and every recurrence weight."""
-        return list(self.slots.parameters()) + list(self.reservoir.parameters())
+        """Readout, gate, the learned write side (if any) and every recurrence weight."""
+        return super().trainable_parameters() + list(self.reservoir.parameters())
 
     def _state_hash(self) -> str:
         return f"{super()._state_hash()}-{self.reservoir.cell}"

@@ -269,6 +269,15 @@ def compare_all(
     """
     base_kind = "reservoir" if "reservoir" in kinds else kinds[0]
     check_elapsed_kinds(elapsed_kinds, base_kind)
+    if outputs is not None:  # the runs of the kinds not cached yet, in worker processes
+        from ran.jobs import train_all
+        from ran.memo import cached
+
+        todo = [k for k in kinds if k != "attractor" and not cached(outputs, "compare", dict(
+            kind=k, cc=cc, attractor=None, elapsed=k in elapsed_kinds,
+            controls=k == base_kind))]  # fmt: skip
+        train_all([cc.recall_config(k) for k in todo]
+                  + [cc.elapsed_config(k) for k in todo if k in elapsed_kinds], outputs)  # fmt: skip
     done, failed = {}, {}
     for kind in kinds:
         variants = ([("attractor (no gating)", ungated(attractor_gate)),

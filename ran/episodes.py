@@ -153,6 +153,9 @@ class EpisodeRunner:
         T = max(len(e.passes) for e in episodes)
         offsets = [T - len(e.passes) for e in episodes]
         self.h.reset_state()
+        if control == "reset":  # the state is wiped before the question: its passes change nothing
+            self.read_state = None
+            return self.question_scores(episodes)
         for s in range(T):
             js = [s - o if s >= o else None for o in offsets]
             active = torch.tensor([j is not None for j in js])
@@ -161,9 +164,7 @@ class EpisodeRunner:
                 break
             texts = [episodes[i].passes[j if j is not None else 0] for i, j in enumerate(js)]
             self.write(texts, None if bool(active.all()) else active)
-        if control == "reset":
-            self.h.reset_state()
-        elif control == "shuffled":
+        if control == "shuffled":
             if B < 2:
                 raise ValueError("the shuffled control needs batches of at least 2 episodes")
             self.h.state = self._state(B).roll(1, 0)

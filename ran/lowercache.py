@@ -14,7 +14,9 @@ a full forward computes: the outputs are bit-identical (tested), only cheaper.
 The store is shared by every model of the process whose lower weights are the
 same (keyed by a fingerprint of the embeddings and blocks 0..L-1, plus the
 layer and the input tensors), least recently used first out beyond
-``RAN_LOWER_CACHE_MB`` (default 4096 MB; ``0`` turns reuse off).
+``RAN_LOWER_CACHE_MB`` (default 4096 MB; ``0`` turns reuse off). With
+``RAN_LOWER_DISK`` set, a miss is looked up on disk and every stored tensor is also
+written there (:mod:`ran.lowerdisk`), so other processes and later runs share it.
 
 Only plain calls are served: ``input_ids`` with an optional attention mask,
 positions, ``use_cache`` and ``logits_to_keep``; a call with past key values
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ran import lowerdisk
 from ran.slots import model_layers
 
 # The keyword arguments a served call may carry (anything else: run untouched).
@@ -158,6 +161,7 @@ class _Reuse:
         self.blocks = model_layers(model)[0]
         lower = _lower_tensors(model, layer)
         self.print = fingerprint(model, layer, lower)
+        self.group = f"{type(model).__name__}-L{layer}-{self.print}"  # the disk tier's folder
         # lower weights that require a gradient (LoRA being trained): only no-grad calls served
         self.grad_lower = any(t.requires_grad for t in lower)
         self.key: str | None = None  # the served call's key (None: not served)
@@ -204,10 +208,15 @@ class _Reuse:
             return None
         self.key = key
         stored = _STORE.get(key)
+        if stored is None:  # the disk tier (another process or session may have stored it)
+            stored = lowerdisk.load(self.group, key)
+            if stored is not None:
+                _put(key, stored, self.budget)
         if stored is None:
             STATS.misses += 1
             return None
-        _STORE.move_to_end(key)
+        if key in _STORE:
+            _STORE.move_to_end(key)
         STATS.hits += 1
         self.hit = stored
         return args, kwargs | {"use_cache": False}
@@ -221,7 +230,9 @@ class _Reuse:
             return args, kwargs | {"hidden_states": self.hit}
         h = args[0] if args else kwargs["hidden_states"]
         if not h.requires_grad:
-            _put(self.key, h.detach().clone(), self.budget)
+            stored = h.detach().clone()
+            _put(self.key, stored, self.budget)
+            lowerdisk.save(self.group, self.key, stored)
         return None
 
     def _post(self, module, args, output):

@@ -77,6 +77,13 @@ def tensor_digest(tensors) -> str:
     return h.hexdigest()[:16]
 
 
+def cached(outputs: Outputs | None, name: str, key: dict) -> bool:
+    """Whether :func:`memo` would return a saved value for ``name`` and ``key`` (no compute)."""
+    if outputs is None or not enabled():
+        return False
+    return (outputs.cache / "memo" / f"{name}-{key_hash(name, key)}.pt").exists()
+
+
 def memo(
     outputs: Outputs | None, name: str, key: dict, fn: Callable[..., Any], *args, **kwargs
 ) -> Any:

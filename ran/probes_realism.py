@@ -48,6 +48,7 @@ class FactInText(Probe):
     lines_after: tuple[int, ...] = (0, 1, 2)  # ... and after it (>= 1: the key is inside text)
     question_lines: tuple[int, ...] = (0, 1)  # Shakespeare lines before the question
     text_distractor: float = 0.5  # share of distractors that are plain Shakespeare lines
+    train_keys: tuple[str, ...] = ()  # training keys (empty: ran.wordlists.KEYS["train"])
     test_keys: tuple[str, ...] = ()  # your own test keys (empty: ran.wordlists.KEYS["test"])
     test_write: tuple[str, ...] = ()  # your own test write templates (need {key})
     test_questions: tuple[str, ...] = ()  # your own test question templates
@@ -60,7 +61,7 @@ class FactInText(Probe):
         super().__post_init__()
         for f in ("distractors", "idle_steps", "lines_before", "lines_after", "question_lines"):
             object.__setattr__(self, f, _counts(f, getattr(self, f)))
-        for f in ("test_keys", "test_write", "test_questions", "test_distractors"):
+        for f in ("train_keys", "test_keys", "test_write", "test_questions", "test_distractors"):
             object.__setattr__(self, f, tuple(getattr(self, f)))
         if not 0 <= self.text_distractor <= 1:
             raise ValueError(f"text_distractor must be in [0, 1], got {self.text_distractor}")
@@ -89,7 +90,10 @@ class FactInText(Probe):
         }.get(what, ())
         if split == "test" and own:
             return own
-        return WL.POOLS[what][split if self.heldout else "train"]
+        split = split if self.heldout else "train"
+        if what == "keys" and split == "train" and self.train_keys:
+            return self.train_keys
+        return WL.POOLS[what][split]
 
     def _context(self, rng, lines, n: int) -> str:
         return _sentences(lines, rng, n) if n else ""

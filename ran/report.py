@@ -123,6 +123,8 @@ SUMMARY_ORDER = (
     "03_h1_nondestruction",
     "04_qwen_scaling",
     "05_seed_selection",
+    "06_retention",
+    "07_agent",
     "bench",
 )
 HEADLINE_FIGURES = ("figures/03_capacity.png", "figures/01_metrics_vs_sr.png")

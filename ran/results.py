@@ -198,3 +198,18 @@ def strip_volatile(doc: dict) -> dict:
     for key in VOLATILE_META_KEYS:
         out.get("meta", {}).pop(key, None)
     return out
+
+
+def parse_list(text: str, cast=int) -> list:
+    """A notebook's comma-list parameter (``"0,1,2"``) as a list of ``cast`` values.
+
+    Papermill passes only scalars, so list parameters are comma strings; every
+    notebook parses them with this one helper. Empty items are an error.
+    """
+    items = [s.strip() for s in str(text).split(",")]
+    if not items or any(not s for s in items):
+        raise ValueError(f"a list parameter needs comma-separated values, got {text!r}")
+    try:
+        return [cast(s) for s in items]
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a list of {cast.__name__}") from None

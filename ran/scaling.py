@@ -89,9 +89,20 @@ def scaling_point(
     if cfg.probe != "secret_word" or cfg.kind != "reservoir":
         raise ValueError("a scaling point is a secret-word run of the reservoir kind")
     args = (cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, progress)
-    key = dict(run=cfg.config_hash(), n_test=n_test, blocks=ppl_blocks, block_len=block_len,
-               reps=overhead_reps)  # fmt: skip
+    key = _point_key(cfg, n_test, ppl_blocks, block_len, overhead_reps)
     return memo(outputs, "scaling", key, _scaling_point, *args)
+
+
+def _point_key(cfg, n_test, ppl_blocks, block_len, overhead_reps) -> dict:
+    return dict(run=cfg.config_hash(), n_test=n_test, blocks=ppl_blocks, block_len=block_len,
+                reps=overhead_reps)  # fmt: skip
+
+
+def point_cached(cfg, outputs, n_test=128, ppl_blocks=8, block_len=128, overhead_reps=5) -> bool:
+    """Whether :func:`scaling_point` with these arguments is cached (needs no training)."""
+    from ran.memo import cached
+
+    return cached(outputs, "scaling", _point_key(cfg, n_test, ppl_blocks, block_len, overhead_reps))
 
 
 def _scaling_point(cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, progress):

@@ -28,6 +28,9 @@ from ran.reservoir import Reservoir, ReservoirConfig
 from ran.surgery_state import StateMixin
 from ran.write import POOLINGS, WriteSide, real_mask
 
+DRIVE_SOURCES = ("output", "input")  # layer L's gated attention output, or its normalised input
+READOUTS = ("kv", "hidden")  # ran.slots.SlotReadout, ran.slots_hidden.HiddenReadout
+
 ADVANCES = ("forward", "generate")
 
 
@@ -58,6 +61,10 @@ class InjectionConfig:
     write_gate: bool = False  # learned gate on how strongly a pass (or token) writes (ran.write)
     write_gate_init: float = 2.0  # initial write-gate bias: sigmoid(2) = 0.88 open, -40 closed
     recurrence: bool = True  # False: W = 0, the state is a projection of the last write only
+    drive_source: str = (
+        "output"  # what drives r: layer L's gated attention "output", or its "input"
+    )
+    readout: str = "kv"  # slots read out as K/V directly ("kv") or as pseudo-tokens ("hidden")
 
     def __post_init__(self):
         if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
@@ -70,6 +77,12 @@ class InjectionConfig:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}.")
         if self.advance not in ADVANCES:
             raise ValueError(f"advance must be one of {', '.join(ADVANCES)}, got {self.advance!r}.")
+        if self.drive_source not in DRIVE_SOURCES:
+            raise ValueError(
+                f"drive_source must be one of {', '.join(DRIVE_SOURCES)}, got {self.drive_source!r}."
+            )
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {self.readout!r}.")
         if self.pooling == "token" and self.advance == "generate":
             raise ValueError("pooling='token' steps once per token; use advance='forward'.")
         for name in ("gate_init", "readout_scale", "write_gate_init"):
@@ -132,20 +145,16 @@ class RANHandle(StateMixin):
         n_kv = getattr(model.config, "num_key_value_heads", None) or n_heads
         head_dim = getattr(attn, "head_dim", model.config.hidden_size // n_heads)
         p = next(model.parameters())
-        self.input_dim = n_heads * head_dim
+        self.input_dim = n_heads * head_dim  # width of the drive u
+        if cfg.drive_source == "input":
+            if model.config.hidden_size % n_heads:
+                raise ValueError("drive_source='input' needs hidden_size divisible by the heads.")
+            self.input_dim = model.config.hidden_size
         self.reservoir = Reservoir(cfg.reservoir, self.input_dim, dtype=p.dtype).to(p.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.slots = S.SlotReadout(
-                cfg.reservoir.units,
-                cfg.n_slots,
-                n_kv,
-                head_dim,
-                n_heads,
-                cfg.gate_init,
-                cfg.readout_scale,
-                model.config.hidden_size if cfg.query_gate else 0,
-            ).to(device=p.device, dtype=p.dtype)
+            self.slots = self._readout(model, attn, cfg, n_kv, head_dim, n_heads)
+            self.slots.to(device=p.device, dtype=p.dtype)
         self.write = WriteSide(
             model.config.hidden_size, n_heads, cfg.pooling, cfg.write_gate, cfg.write_gate_init
         ).to(device=p.device, dtype=p.dtype)
@@ -169,12 +178,29 @@ class RANHandle(StateMixin):
             model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
             model.register_forward_hook(self._post_forward, always_call=True),
         ]
-        if cfg.query_gate or self.write.needs_input:
+        if cfg.query_gate or self.write.needs_input or cfg.drive_source == "input":
             self._hooks.append(attn.register_forward_pre_hook(self._attn_input, with_kwargs=True))
         self._orig_generate = model.__dict__.get("generate")
         model.generate = self._wrap_generate(model.generate)
         model._ran_handle = self
         self._removed = False
+
+    def _readout(self, model, attn, cfg, n_kv, head_dim, n_heads):
+        """The read side: K/V slots straight from r, or pseudo-tokens (ran.slots_hidden)."""
+        query_dim = model.config.hidden_size if cfg.query_gate else 0
+        if cfg.readout == "kv":
+            return S.SlotReadout(
+                cfg.reservoir.units, cfg.n_slots, n_kv, head_dim, n_heads, cfg.gate_init,
+                cfg.readout_scale, query_dim,
+            )  # fmt: skip
+        from ran.slots_hidden import HiddenReadout, kv_projector
+
+        w_in = self.reservoir.W_in if cfg.drive_source == "input" else None
+        return HiddenReadout(
+            cfg.reservoir.units, cfg.n_slots, n_heads, model.config.hidden_size,
+            kv_projector(attn, model.config.model_type), w_in, cfg.gate_init, cfg.readout_scale,
+            query_dim,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ lifecycle
     def remove(self) -> None:
@@ -263,9 +289,12 @@ class RANHandle(StateMixin):
 
     def _write(self, out: torch.Tensor) -> None:
         """Drive the reservoir with the pass's gated output ``out`` (B, Q, H, hd)."""
-        b, q_len = out.shape[:2]
+        b, q_len, h = out.shape[:3]
         real = real_mask(self._pad2d, b, q_len, out)  # (B, Q)
-        x = self._attn_in if self.write.needs_input else None  # (B, Q, d) or None
+        source = self.config.drive_source == "input"
+        x = self._attn_in if self.write.needs_input or source else None  # (B, Q, d) or None
+        if source:  # the layer input, split like the heads: (B, Q, H, d / H)
+            out = x.to(out.dtype).reshape(b, q_len, h, -1)
         if self.config.pooling == "token":
             u = self._norm(out.reshape(b, q_len, -1))  # (B, Q, H*hd), one drive per token
             self.last_drive = u[:, -1]

@@ -72,6 +72,8 @@ _HASH_OPTIONAL = {
     "write_gate": False,
     "write_gate_init": 2.0,
     "recurrence": True,
+    "drive_source": "output",
+    "readout": "kv",
 }
 
 
@@ -113,6 +115,8 @@ class TrainConfig:
     write_gate: bool = False  # learned gate on how strongly a pass writes (ran.write)
     write_gate_init: float = 2.0  # initial write-gate bias (sigmoid(2) = 0.88: open)
     recurrence: bool = True  # False: W = 0 (the "no recurrence" reference)
+    drive_source: str = "output"  # drive from layer L's attention "output" or its "input"
+    readout: str = "kv"  # slots as K/V ("kv") or as pseudo-tokens through layer L's k/v ("hidden")
 
     def __post_init__(self):
         if isinstance(self.reservoir, dict):
@@ -162,6 +166,8 @@ class TrainConfig:
             write_gate=self.write_gate,
             write_gate_init=self.write_gate_init,
             recurrence=self.recurrence,
+            drive_source=self.drive_source,
+            readout=self.readout,
         )
 
     def to_dict(self) -> dict:
@@ -293,6 +299,8 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
                 for name, p in named.items():
                     p.copy_(saved[name])
             doc = json.loads(run_path.read_text())
+            from ran.jobs import TRAINED_BY_WORKERS  # trained for this process: not a reuse
+
             return TrainResult(
                 cfg,
                 key,
@@ -301,7 +309,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
                 handle,
                 doc["history"],
                 doc["wall_time_s"],
-                True,
+                key not in TRAINED_BY_WORKERS,
                 run_path,
                 params_path,
                 episodes,

@@ -140,3 +140,36 @@ POOLS = {
     "named_write": NAMED_WRITE,
     "named_question": NAMED_QUESTION,
 }
+
+
+def corpus_keys(tokenizer, n: int = 2000, skip_common: int = 300, min_count: int = 3) -> tuple:
+    """Many training keys: lowercase words of the training plays that are one token for
+    ``tokenizer`` (with a leading space), minus the ``skip_common`` most frequent (function
+    words) and every val/test key, by decreasing frequency (ties by spelling), ``n`` at most.
+
+    A readout trained on a few dozen keys can memorise them; thousands force it to learn
+    the copy that carries an unseen word. Deterministic given the corpus and tokenizer.
+    """
+    import collections
+    import re
+
+    from ran.data import shakespeare_lines
+
+    counts = collections.Counter(
+        w
+        for line in shakespeare_lines("train")
+        for w in re.findall(r"[A-Za-z]+", line)
+        if w.islower() and 4 <= len(w) <= 10
+    )
+    banned = set(KEYS["val"]) | set(KEYS["test"]) | {n.lower() for p in NAMES.values() for n in p}
+    ranked = sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[skip_common:]
+    out = []
+    for word, c in ranked:
+        if c < min_count or len(out) >= n:
+            break
+        if (
+            word not in banned
+            and len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1
+        ):
+            out.append(word)
+    return tuple(out)

@@ -160,7 +160,7 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_state_file(tmp_path):
     ctx.set_forkserver_preload(PRELOAD)  # (the server's sys.path lacks tests/: not this module)
     path, reader = tmp_path / "state.safetensors", StateOnly()
     states = [known(k) for k in range(N_KNOWN)]
-    rng, mid_write, t0 = random.Random(0), 0, time.monotonic()
+    rng, mid_write = random.Random(0), 0
     for _ in range(KILLS):
         ready = ctx.Event()
         proc = ctx.Process(target=_writer, args=(str(path), ready), daemon=True)
@@ -178,7 +178,6 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_state_file(tmp_path):
         got = reader.load_state(path, batch_size=BATCH)
         assert sum(torch.equal(got, s) for s in states) == 1, "a torn or unknown state"
     assert mid_write > 0, "no kill landed inside a write; the test proves nothing"
-    assert time.monotonic() - t0 < 60
 
 
 def test_an_in_place_write_cut_short_leaves_a_torn_file_the_atomic_write_does_not(

@@ -6,7 +6,18 @@ import json
 
 import pytest
 
-from ran.bench import BENCHES, lowercache, notebooks, overhead, passcost, run_benches, store, sweep
+from ran.bench import (
+    BENCHES,
+    agent,
+    lowercache,
+    notebooks,
+    overhead,
+    passcost,
+    run_benches,
+    store,
+    sweep,
+    training,
+)
 from ran.results import Outputs, save_results
 
 FIELDS = {
@@ -15,6 +26,8 @@ FIELDS = {
     "sweep": ("speedup_float64", "speedup_float32", "same_computation", "target"),
     "lowercache": ("ratio_on", "ratio_on_ci95", "ratio_shared", "median_s", "identical", "target"),
     "notebooks": ("rows", "total_minutes", "target"),
+    "training": ("arms", "ratio", "identical_1_thread", "step", "all_identical", "run_hashes"),
+    "agent": ("idle_tick_ms", "ratio", "rss_mb", "rss_growth_mb", "checkpointed_tick_ms", "target"),
 }
 
 
@@ -28,6 +41,10 @@ def bench(tmp_path_factory):
     store.update(outputs, {"sweep": sweep.run(outputs, repeats=1)})
     store.update(outputs, {"lowercache": lowercache.run(outputs)})
     run_benches("notebooks", outputs, progress=None)
+    store.update(outputs, {"training": training.run(outputs)})
+    small_agent = agent.AgentBenchConfig(model_name="tiny-llama", units=64, idle_ticks=400,
+                                         rss_every=100, checkpoint_ticks=3, reps=3, warmup=1)  # fmt: skip
+    store.update(outputs, {"agent": agent.run(outputs, small_agent)})
     doc = json.loads((outputs.results / "bench.json").read_text())
     return outputs, doc
 
@@ -124,7 +141,8 @@ def test_check_and_update_reject_bad_input(tmp_path):
         store.update(Outputs("smoke", root=tmp_path), {"sweep": {"summary": "x"}})
     with pytest.raises(ValueError, match="unknown benchmark"):
         run_benches("everything", Outputs("smoke", root=tmp_path))
-    assert set(BENCHES) == {"overhead", "passcost", "sweep", "lowercache", "notebooks"}
+    assert set(BENCHES) == {"overhead", "passcost", "sweep", "lowercache", "notebooks", "training",
+                            "agent"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -241,3 +259,22 @@ def test_lowercache_bench_reuses_and_changes_nothing(bench):
     assert served["off"] == 0 < served["on"] < served["shared"], served
     with pytest.raises(ValueError, match="reps"):
         lowercache.measure("tiny-llama", 4, 16, 0, 8)
+
+
+def test_training_arms_give_identical_runs(bench):
+    sec = bench[1]["results"]["training"]
+    assert sec["all_identical"] and sec["identical_1_thread"] and sec["step"]["identical"]
+    assert set(sec["arms"]) == set(training.ARMS) and sec["arms"]["shared"]["lower_files"] > 0
+    assert sec["arms"]["workers"]["processes"] == 2
+
+
+def test_agent_section_times_ticks_passes_and_memory(bench):
+    sec = bench[1]["results"]["agent"]
+    assert len(sec["rss_mb"]) == 400 // 100 + 1 and sec["state_finite"]
+    assert 0 < sec["idle_tick_ms"]["median"] <= sec["idle_tick_ms"]["p99"]
+    assert sec["checkpointed_tick_ms"]["median"] > sec["idle_tick_ms"]["median"]
+    assert len(sec["prompted_s"]["times"]) == len(sec["plain_s"]["times"]) == 3
+    lo, hi = sec["ratio"]["ci95"]
+    assert lo <= sec["ratio"]["median"] <= hi
+    with pytest.raises(ValueError, match="idle_ticks"):
+        agent.AgentBenchConfig(idle_ticks=1)

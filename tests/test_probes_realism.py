@@ -114,3 +114,17 @@ def test_every_key_is_one_smollm2_token():
     for keys in WL.KEYS.values():
         for key in keys:
             assert len(tok(" " + key, add_special_tokens=False)["input_ids"]) == 1, key
+
+
+def test_many_training_keys_stay_disjoint_from_the_heldout_keys():
+    class OneTokenPerWord:  # a stand-in tokenizer: every word is one token
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [hash(text)]}
+
+    keys = WL.corpus_keys(OneTokenPerWord(), n=500)
+    assert len(keys) == 500 and len(set(keys)) == 500
+    assert not set(keys) & (set(WL.KEYS["val"]) | set(WL.KEYS["test"]))
+    p = make_probe("fact_in_text", train_keys=keys, **SMALL)
+    sp = p.splits()
+    assert _used(sp["train"], "key") <= set(keys)
+    assert _used(sp["test"], "key") <= set(WL.KEYS["test"])

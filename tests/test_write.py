@@ -134,3 +134,54 @@ def test_bad_write_configs_are_refused():
         InjectionConfig(pooling="token", advance="generate")
     with pytest.raises(ValueError, match="write_gate_init"):
         InjectionConfig(write_gate_init=float("nan"))
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_the_layer_input_can_drive_the_reservoir(name):
+    model, tok = cached_model(name)
+    ids, mask = _enc(tok, FACT, OTHER)
+    base = model(input_ids=ids, attention_mask=mask).logits
+    with _handle(model, pooling="mean", drive_source="input") as h:
+        captured = {}
+        hook = h._attn.register_forward_pre_hook(
+            lambda m, a, kw: captured.update(x=kw.get("hidden_states", a[0] if a else None)),
+            with_kwargs=True,
+        )
+        h.set_gate(0.0)
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, base)
+        hook.remove()
+        x = captured["x"]  # (B, Q, d): the normalised input of layer L's attention
+        real = mask[:, :, None].to(x.dtype)
+        u = (x * real).sum(1) / real.sum(1)
+        u = u / u.pow(2).sum(-1, keepdim=True).add(1e-6).sqrt()
+        assert torch.allclose(h.last_drive, u, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-qwen2"])
+def test_hidden_readout_slots_are_the_layers_own_projections_of_pseudo_tokens(name):
+    model, tok = cached_model(name)
+    ids, mask = _enc(tok, FACT, OTHER)
+    base = model(input_ids=ids, attention_mask=mask).logits
+    cfg = dict(pooling="mean", drive_source="input", readout="hidden")
+    with inject(model, InjectionConfig(reservoir=RES, **cfg)) as h:
+        model(input_ids=ids, attention_mask=mask)
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, base)  # gate closed
+        xhat = h.slots.hidden_slots(h.state)  # (B, M, d)
+        k, v = h.slots(h.state)  # (B, n_kv, M, hd)
+        attn = h._attn
+        if name == "tiny-gpt2":
+            _, k_ref, v_ref = attn.c_attn(xhat).split(attn.embed_dim, dim=2)
+        else:
+            k_ref, v_ref = attn.k_proj(xhat), attn.v_proj(xhat)
+        assert torch.allclose(k.transpose(1, 2).reshape(k_ref.shape), k_ref, atol=1e-6)
+        assert torch.allclose(v.transpose(1, 2).reshape(v_ref.shape), v_ref, atol=1e-6)
+        # at init each slot points along what was written (the pseudo-inverse of W_in)
+        h.reset_state()
+        h.set_gate(0.0)
+        model(input_ids=ids, attention_mask=mask)
+        cos = torch.nn.functional.cosine_similarity(
+            h.slots.hidden_slots(h.state)[:, 0], h.last_drive
+        )
+        assert bool((cos > 0.5).all()), cos
+        h.set_gate(1.0)
+        assert not torch.allclose(model(input_ids=ids, attention_mask=mask).logits, base)

@@ -17,6 +17,8 @@ BENCHES = {
     "sweep": ("sweep", "ran.bench.sweep"),
     "lowercache": ("lowercache", "ran.bench.lowercache"),
     "notebooks": ("notebooks", "ran.bench.notebooks"),
+    "training": ("training", "ran.bench.training"),
+    "agent": ("agent", "ran.bench.agent"),
 }
 
 

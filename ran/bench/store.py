@@ -19,7 +19,7 @@ import numpy as np
 from ran.results import Outputs, figure, save_results, table, text
 
 NAME = "bench"
-SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks")
+SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks", "training", "agent")
 OPS = ("<=", ">=")
 SEED = 0
 
