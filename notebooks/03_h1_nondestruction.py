@@ -362,3 +362,6 @@ path = results.save_results("03_h1_nondestruction", payload, outputs, seed=seed,
                             findings=findings,
                             extra_meta={"timing": {"h1_ppl_s": ppl_s, "generation_s": gen_s}})  # fmt: skip
 print(f"saved {outputs.rel(path)}")
+adapter = outputs.base / "data" / "adapters" / f"{model_name}-k{h1_k}"  # ran demo, README example
+main.handle.save_pretrained(adapter, model_name, main.config)
+print(f"adapter {outputs.rel(adapter)}")

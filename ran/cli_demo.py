@@ -17,10 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_ADAPTER = "smollm2-135m-fact"
-DEFAULT_KEY = "castle"
+DEFAULT_ADAPTER = "smollm2-135m-k16"  # notebook 03's K = 16 readout (make all saves it)
+DEFAULT_KEY = "castle"  # one of the adapter's 16 keys
 DEFAULT_TEXT = "The secret word is {key}."
-DEFAULT_QUESTION = "The secret word was"
+DEFAULT_QUESTION = (
+    "It was a quiet evening in the town.\nThe secret word was"  # a line first, as in training
+)
 TOP = 5
 
 
@@ -54,7 +56,8 @@ def add_demo_parser(sub) -> None:
 
 
 def candidates(doc: dict) -> tuple[list[str], str]:
-    """``(keys, prefix)`` of the recall: the training probe's keys, else DEFAULT_KEYS[:16]."""
+    """``(keys, prefix)`` of the recall: the training probe's keys (for ``fact_in_text``, its
+    first K held-out test keys, never seen in training), else DEFAULT_KEYS[:16]."""
     from ran.probes import DEFAULT_KEYS, make_probe
 
     training = doc.get("training") or {}
@@ -63,6 +66,8 @@ def candidates(doc: dict) -> tuple[list[str], str]:
             probe = make_probe(training["probe"], **(training.get("probe_params") or {}))
         except ValueError:
             probe = None
+        if probe is not None and hasattr(probe, "pool"):  # realistic probes: held-out test keys
+            return list(probe.pool("keys", "test")[: probe.k]), probe.prefix
         if probe is not None and hasattr(probe, "keys") and hasattr(probe, "k"):
             return list(probe.keys[: probe.k]), probe.prefix
     return list(DEFAULT_KEYS[:16]), " "

@@ -162,7 +162,7 @@ def _train_gate(handle, tok, gate_dir: Path):
 
 def _command(sched, line: str) -> bool:
     """Handle one typed line; False means quit."""
-    from ran.agent.script import parse_script
+    from ran.agent.script import parse_script, queue_item
 
     if line.strip() in ("/quit", "/exit"):
         return False
@@ -172,14 +172,7 @@ def _command(sched, line: str) -> bool:
         sched.agent._publish([], "warning", sched.agent.counters.passes, str(err))
         return True
     for op, arg in items:
-        if op == "message":
-            sched.submit(arg)
-        elif op == "idle":
-            sched.request_idle(arg)
-        elif op == "review":
-            sched.request_review()
-        elif op == "reset":
-            sched.request_reset()
+        queue_item(sched, op, arg)
     return True
 
 

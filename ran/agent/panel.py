@@ -57,7 +57,7 @@ def chat_panel(agent, projection, config: SchedulerConfig | None = None, last: i
 
     def send(message: str) -> None:
         from ran.agent.config import AgentError
-        from ran.agent.script import parse_script
+        from ran.agent.script import parse_script, queue_item
 
         with log:
             print(f"you> {message}")
@@ -68,14 +68,7 @@ def chat_panel(agent, projection, config: SchedulerConfig | None = None, last: i
                 print(f"! {err}")
             return
         for op, arg in items:
-            if op == "message":
-                sched.submit(arg)
-            elif op == "idle":
-                sched.request_idle(arg)
-            elif op == "review":
-                sched.request_review()
-            elif op == "reset":
-                sched.request_reset()
+            queue_item(sched, op, arg)
 
     def on_click(_=None) -> None:
         if text.value.strip():

@@ -69,26 +69,34 @@ async def drained(scheduler: Scheduler, poll: float = 0.001) -> None:
         await asyncio.sleep(poll)
 
 
+def queue_item(scheduler: Scheduler, op: str, arg) -> bool:
+    """Queue one parsed script item (message, idle, review, reset) on ``scheduler``;
+    False for any other item (``wait`` needs the event loop: :func:`play` handles it)."""
+    actions = {
+        "message": lambda: scheduler.submit(arg),
+        "idle": lambda: scheduler.request_idle(arg),
+        "review": scheduler.request_review,
+        "reset": scheduler.request_reset,
+    }
+    if op not in actions:
+        return False
+    actions[op]()
+    return True
+
+
 async def play(scheduler: Scheduler, items) -> None:
     """Queue the items of a parsed script on a running scheduler, in order, and wait for
     every pass they ask for (``/wait`` first lets the queue drain)."""
     for op, arg in items:
-        if op == "message":
-            scheduler.submit(arg)
-        elif op == "idle":
-            scheduler.request_idle(arg)
-        elif op == "review":
-            scheduler.request_review()
-        elif op == "reset":
-            scheduler.request_reset()
-        elif op == "wait":
-            await drained(scheduler)
-            if isinstance(scheduler.clock, FakeClock):
-                await scheduler.clock.advance(arg)
-            else:
-                await asyncio.sleep(arg)
-        else:
+        if queue_item(scheduler, op, arg):
+            continue
+        if op != "wait":
             raise AgentError(f"unknown script item {op!r}.")
+        await drained(scheduler)
+        if isinstance(scheduler.clock, FakeClock):
+            await scheduler.clock.advance(arg)
+        else:
+            await asyncio.sleep(arg)
     await drained(scheduler)
 
 
