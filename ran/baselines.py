@@ -30,6 +30,7 @@ from ran.generate_state import wrap_generate
 from ran.reservoir import Reservoir, leaky_update
 from ran.surgery import InjectionConfig, RANHandle, inject
 from ran.surgery_state import StateMixin
+from ran.write import pool_fixed, real_mask
 
 KINDS = ("reservoir", "prefix", "additive", "persistent", "attractor", "recurrent")
 
@@ -155,7 +156,8 @@ class LayerHandle:
 
     def _pooled(self, out: torch.Tensor) -> torch.Tensor:
         """Layer L's attention output (B, Q, H, hd) pooled into the drive u (B, H*hd)."""
-        u = S.pool_drive(out, self._pad2d, self.config.pooling)
+        real = real_mask(self._pad2d, out.shape[0], out.shape[1], out)  # (B, Q)
+        u = pool_fixed(out, None, real, self.config.pooling)[0]  # (B, H*hd)
         if self.config.normalize_drive:
             u = S.normalize_drive(u, self.config.reservoir.input_connectivity)
         return u

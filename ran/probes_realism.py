@@ -113,7 +113,7 @@ class FactInText(Probe):
         t = rng.choice(self.pool("distractor", split))
         return t.format(noun=rng.choice(self.pool("filler", split)))
 
-    def _question(self, rng, lines, split: str, template: str) -> str:
+    def _question(self, rng, lines, template: str) -> str:
         ctx = self._context(rng, lines, rng.choice(self.question_lines))
         return f"{ctx}\n{template}" if ctx else template
 
@@ -131,7 +131,7 @@ class FactInText(Probe):
         fillers = tuple(self._distractor(rng, lines, split) for _ in range(d))
         questions = self.pool("question", split)
         q = rng.randrange(len(questions))
-        question = self._question(rng, lines, split, questions[q])
+        question = self._question(rng, lines, questions[q])
         passes = (fact, *fillers, question)
         idle = (0,) * (len(passes) - 1) + (n_idle,)
         info = (
@@ -178,7 +178,7 @@ class TwoFacts(FactInText):
         fillers = tuple(self._distractor(rng, lines, split) for _ in range(d))
         asked = names[0] if first_asked else names[1]
         template = rng.choice(self.pool("named_question", split)).format(name=asked)
-        question = self._question(rng, lines, split, template)
+        question = self._question(rng, lines, template)
         passes = (*facts, *fillers, question)
         idle = (0,) * (len(passes) - 1) + (n_idle,)
         info = (

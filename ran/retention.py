@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 from ran import probes as P
+from ran.compare_tables import fmt_acc
 from ran.episodes import CONTROLS, above, evaluate
 from ran.memo import memo
 from ran.results import table, text
@@ -90,14 +91,10 @@ def fmt_half(h: float | None, last) -> str:
     return f"> {last}" if math.isinf(h) else f"{h:.1f}"
 
 
-def _acc(s: dict) -> str:
-    return f"{s['acc']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-
-
 def curve_table(label: str, axis: str, rows: list[dict], controls) -> dict:
     """A findings table of one configuration's curve (accuracy and CI per control)."""
     cols = [axis.replace("_steps", " ticks"), *controls, "chance"]
-    body = [[r[axis], *[_acc(r[c]) for c in controls], r["chance"]] for r in rows]
+    body = [[r[axis], *[fmt_acc(r[c]) for c in controls], r["chance"]] for r in rows]
     return table(f"{label}: held-out recall vs {cols[0]} (95% Wilson CIs)", cols, body)
 
 
@@ -152,10 +149,10 @@ def headline(label: str, c: dict, k: int) -> dict:
     verdict = "above" if above(d[0]["reservoir"], d[0]["reset"]) else "NOT above"
     return text(
         f"Learned write side ({label}), K = {k}, key inside running text, held-out keys and "
-        f"templates: recall {_acc(d[0]['reservoir'])} at d = 0 (reset {d[0]['reset']['acc']:.3f}, "
+        f"templates: recall {fmt_acc(d[0]['reservoir'])} at d = 0 (reset {d[0]['reset']['acc']:.3f}, "
         f"stateless {d[0]['stateless']['acc']:.3f}, chance {d[0]['chance']:.4f}); "
-        f"{_acc(d8['reservoir'])} after {d8['distractors']} distractor passes; "
-        f"{_acc(i[-1]['reservoir'])} after {i[-1]['idle_steps']} idle ticks "
+        f"{fmt_acc(d8['reservoir'])} after {d8['distractors']} distractor passes; "
+        f"{fmt_acc(i[-1]['reservoir'])} after {i[-1]['idle_steps']} idle ticks "
         f"(n = {d[0]['n']} episodes per point). At d = 0 recall is {verdict} the reset "
         f"control with non-overlapping 95% CIs."
     )
@@ -265,10 +262,10 @@ def findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs
     ac = b["all_controls"]
     out.append(
         text(
-            f"Every control at d = 0 ({best_label}): reservoir {_acc(ac['reservoir'])}, reset "
+            f"Every control at d = 0 ({best_label}): reservoir {fmt_acc(ac['reservoir'])}, reset "
             f"{ac['reset']['acc']:.3f}, shuffled state {ac['shuffled']['acc']:.3f}, stateless "
             f"{ac['stateless']['acc']:.3f}, in-context oracle {ac['oracle']['acc']:.3f}; "
-            f"in-distribution (training keys and templates) {_acc(b['in_distribution']['reservoir'])}."
+            f"in-distribution (training keys and templates) {fmt_acc(b['in_distribution']['reservoir'])}."
         )
     )
     if "two_facts" in b:
@@ -276,7 +273,7 @@ def findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs
         out.append(
             text(
                 f"Two facts bound to names in different passes ({best_label}): "
-                f"{_acc(tf['reservoir'])} (reset {tf['reset']['acc']:.3f}, stateless "
+                f"{fmt_acc(tf['reservoir'])} (reset {tf['reset']['acc']:.3f}, stateless "
                 f"{tf['stateless']['acc']:.3f}, chance {tf['chance']:.4f})."
             )
         )
@@ -305,9 +302,9 @@ def findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs
         d0 = large["d0"]
         out.append(
             text(
-                f"Capacity, K = {k_large} held-out keys ({best_label}): {_acc(d0['reservoir'])} at "
+                f"Capacity, K = {k_large} held-out keys ({best_label}): {fmt_acc(d0['reservoir'])} at "
                 f"d = 0 (reset {d0['reset']['acc']:.3f}, stateless {d0['stateless']['acc']:.3f}, "
-                f"chance {d0['chance']:.4f}); {_acc(large['d8']['reservoir'])} after 8 distractors."
+                f"chance {d0['chance']:.4f}); {fmt_acc(large['d8']['reservoir'])} after 8 distractors."
             )
         )
     out.append(

@@ -17,8 +17,8 @@ and Llama under eager and sdpa attention:
   ``sigmoid(w_h . x_t + c_h)``, x_t the layer's (normalised) input at token t:
   the readout can open the memory for some tokens (a question) and keep it
   shut for others (plain text).
-* :func:`pool_drive` pools the gated output (pre ``o_proj``) at the last real
-  token (or over real tokens) of each row, the reservoir drive ``u``.
+* the reservoir drive ``u`` is pooled from the gated output (pre ``o_proj``) by
+  :mod:`ran.write`.
 * :class:`ConfigView` is the per-module config that routes layer L (only) to
   the registered ``"ran"`` attention function; every other layer and the mask
   creation keep using the model's own config.
@@ -165,27 +165,6 @@ def gated_output(plain, augmented, gate, select=None):
     if select is not None:
         g = g * select.to(plain.dtype)[..., None]  # (B, Q, H, 1)
     return plain + g * (augmented - plain)
-
-
-def pool_drive(out: torch.Tensor, pad2d: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """The drive (B, H*hd) from the gated output (B, Q, H, hd).
-
-    ``pad2d`` is the 2-D attention mask of the forward call, (B, past + Q) with
-    1 for real tokens; the queries are its last Q columns (None: all real).
-    Rows without a real query token get a zero drive.
-    """
-    b, q_len = out.shape[:2]
-    flat = out.reshape(b, q_len, -1)  # (B, Q, H*hd)
-    if pad2d is None or pad2d.shape[-1] < q_len:
-        real = torch.ones(b, q_len, dtype=flat.dtype, device=flat.device)
-    else:
-        real = pad2d[:, -q_len:].to(device=flat.device, dtype=flat.dtype)  # (B, Q)
-    if pooling == "mean":
-        return (flat * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp_min(1.0)
-    pos = torch.arange(1, q_len + 1, device=flat.device, dtype=flat.dtype)
-    last = (real * pos).argmax(dim=1)  # (B,), index of the last real query token
-    picked = flat[torch.arange(b, device=flat.device), last]  # (B, H*hd)
-    return picked * (real.sum(1, keepdim=True) > 0).to(flat.dtype)
 
 
 def normalize_drive(u: torch.Tensor, input_connectivity: float = 1.0, eps: float = 1e-6):

@@ -37,6 +37,23 @@ def real_mask(pad2d: torch.Tensor | None, b: int, q_len: int, like: torch.Tensor
     return pad2d[:, -q_len:].to(device=like.device, dtype=like.dtype)
 
 
+def pool_fixed(out, x, real, pooling: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unlearned poolings: ``u`` (B, H*hd) at the ``"last"`` real token or the ``"mean"``
+    over real tokens of out (B, Q, H, hd), and the layer input x (B, Q, d) pooled alike
+    (None when x is None). Rows without a real token get ``u = 0``."""
+    b, q_len = out.shape[:2]
+    flat = out.reshape(b, q_len, -1)  # (B, Q, H*hd)
+    if pooling == "mean":
+        n = real.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1)
+        u = (flat * real[..., None]).sum(1) / n
+        return u, None if x is None else (x * real[..., None].to(x.dtype)).sum(1) / n
+    pos = torch.arange(1, q_len + 1, device=out.device, dtype=real.dtype)
+    last = (real * pos).argmax(dim=1)  # (B,) index of the last real token
+    rows = torch.arange(b, device=out.device)
+    u = flat[rows, last] * (real.sum(1, keepdim=True) > 0).to(flat.dtype)
+    return u, None if x is None else x[rows, last]
+
+
 class WriteSide(torch.nn.Module):
     """Learned pooling scores and write gate around the fixed reservoir.
 
@@ -81,18 +98,10 @@ class WriteSide(torch.nn.Module):
         out (B, Q, H, hd) gated attention output; x (B, Q, d) layer input or None;
         real (B, Q) mask of real tokens. Rows without a real token get ``u = 0``.
         """
+        if self.pooling in ("last", "mean"):
+            return pool_fixed(out, x, real, self.pooling)
         b, q_len, h, hd = out.shape
         any_real = (real.sum(1, keepdim=True) > 0).to(out.dtype)  # (B, 1)
-        if self.pooling == "last":
-            pos = torch.arange(1, q_len + 1, device=out.device, dtype=real.dtype)
-            last = (real * pos).argmax(dim=1)  # (B,) index of the last real token
-            rows = torch.arange(b, device=out.device)
-            u = out[rows, last].reshape(b, h * hd) * any_real
-            return u, None if x is None else x[rows, last]
-        if self.pooling == "mean":
-            n = real.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1)
-            u = (out.reshape(b, q_len, h * hd) * real[..., None]).sum(1) / n
-            return u, None if x is None else (x * real[..., None].to(x.dtype)).sum(1) / n
         if self.pooling != "attn":
             raise ValueError(f"pool() does not apply to pooling {self.pooling!r}")
         if x is None:

@@ -193,22 +193,12 @@ async def _interactive(sched) -> None:
     await task
 
 
-async def _scripted(sched, items) -> None:
-    from ran.agent.script import play
-
-    task = asyncio.create_task(sched.run())
-    try:
-        await play(sched, items)
-    finally:
-        sched.stop()
-        await task
-
-
 def cmd_agent(args) -> int:
     """Run the agent until EOF, ``/quit`` or the end of the script."""
     from ran.adapter import AdapterError
     from ran.agent.config import AgentError
     from ran.agent.scheduler import Scheduler
+    from ran.agent.script import play_running
     from ran.cli import CLIError
 
     try:
@@ -221,7 +211,7 @@ def cmd_agent(args) -> int:
     display(agent.started)
     sched = Scheduler(agent, sched_cfg)
     try:
-        asyncio.run(_scripted(sched, items) if items is not None else _interactive(sched))
+        asyncio.run(play_running(sched, items) if items is not None else _interactive(sched))
     except KeyboardInterrupt:
         pass
     finally:

@@ -100,6 +100,16 @@ async def play(scheduler: Scheduler, items) -> None:
     await drained(scheduler)
 
 
+async def play_running(scheduler: Scheduler, items) -> None:
+    """Run ``scheduler`` while :func:`play` feeds it ``items``; stop it when they are done."""
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await play(scheduler, items)
+    finally:
+        scheduler.stop()
+        await task
+
+
 def run_sync(coro):
     """``asyncio.run(coro)``, also where an event loop already runs in this thread (a
     Jupyter kernel): then on a helper thread with its own loop."""
@@ -136,16 +146,8 @@ def run_script(agent, script, config: SchedulerConfig | None = None, clock=None)
     agent.subscribe(events.append)
     sched = Scheduler(agent, config or SchedulerConfig(idle_every=None), clock)
 
-    async def main():
-        task = asyncio.create_task(sched.run())
-        try:
-            await play(sched, items)
-        finally:
-            sched.stop()
-            await task
-
     try:
-        run_sync(main())
+        run_sync(play_running(sched, items))
     finally:
         agent.listeners.remove(events.append)
         sched.close()
