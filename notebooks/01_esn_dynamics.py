@@ -25,7 +25,7 @@
 # forgetting time), saturation, participation ratio, memory capacity (Jaeger
 # 2002) and the largest Lyapunov exponent (Benettin et al. 1980). The whole
 # grid runs batched (`ran.reservoir.ReservoirBank`); logic lives in
-# `ran.dynamics` and `ran.viz`.
+# `ran.reservoir.dynamics` and `ran.report.figures.esn`.
 
 # %% [markdown]
 # ## Imports
@@ -37,7 +37,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ran import dynamics, results, viz
+from ran.report.figures import esn as viz
+from ran.reservoir import dynamics
+from ran.util import results
 
 # %% [markdown]
 # ## Parameters

@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 02 · Surgery: a reservoir inside one attention layer
 #
-# `ran.surgery.inject` appends $M$ reservoir slots (keys and values read out of
+# `ran.mechanisms.reservoir_slots.inject` appends $M$ reservoir slots (keys and values read out of
 # the reservoir state $r(t)$) to the keys/values of one mid layer $L$, after
 # RoPE and outside the KV cache, behind a per-head gate $g$ closed at init:
 # the layer returns $\text{plain} + \tanh(g)(\text{augmented} - \text{plain})$
@@ -25,8 +25,8 @@
 # width. This notebook checks exactness (GQA Llama: the embedded SmolLM2-135M;
 # a GPT-2-architecture model), shows where attention goes once the gate opens,
 # and drives the reservoir with real attention streams to choose the pooling
-# and `input_scaling`. Logic lives in `ran.surgery`, `ran.surgery_analysis`
-# and `ran.surgery_viz`.
+# and `input_scaling`. Logic lives in `ran.mechanisms.reservoir_slots`, `ran.study.surgery`
+# and `ran.report.figures.surgery`.
 
 # %% [markdown]
 # ## Imports
@@ -38,11 +38,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ran import results, surgery_viz
-from ran import surgery_analysis as A
-from ran.models import load_model
+from ran.injection.config import InjectionConfig
+from ran.injection.models import load_model
+from ran.report.figures import surgery as surgery_viz
 from ran.reservoir import ReservoirConfig
-from ran.surgery import InjectionConfig
+from ran.study import surgery as A
+from ran.util import results
 
 # %% [markdown]
 # ## Parameters

@@ -20,8 +20,8 @@
 # independent forward passes**? Every run also minimises the KL divergence
 # from the base model on plain text read with a memory holding a secret
 # (`kl_weight`), the pressure that keeps the memory shut where it is not asked for.
-# Three probes (`ran.probes`), every control on the identical test episodes
-# (`ran.train.evaluate`): *reset* (state wiped before the question),
+# Three probes (`ran.tasks.probes`), every control on the identical test episodes
+# (`ran.tasks.episodes.evaluate`): *reset* (state wiped before the question),
 # *shuffled* (another episode's state), *stateless* (gate closed = the base
 # model), *oracle* (all passes in one context) and chance, with 95% Wilson
 # CIs. (2) **Non-destruction**: held-out Shakespeare perplexity of the base,
@@ -29,8 +29,8 @@
 # its state carried from block to block, and after 1000 carried passes; state
 # norms after 1000 carried and 10,000 idle passes; 500-token greedy generation
 # with the state advancing per forward call; the forward-time overhead.
-# Logic lives in `ran.train`, `ran.h1` and `ran.probe_viz`; evaluations are
-# cached by run and code (`ran.memo`), so a warm rerun takes minutes.
+# Logic lives in `ran.training.train`, `ran.study.h1`, `ran.evaluation.quality` and `ran.report.figures.probes`; evaluations are
+# cached by run and code (`ran.util.memo`), so a warm rerun takes minutes.
 
 # %% [markdown]
 # ## Imports
@@ -43,13 +43,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ran import h1, jobs, probe_viz, results
-from ran.data import shakespeare_lines, token_blocks
-from ran.episodes import above
-from ran.memo import memo
-from ran.models import load_model
+from ran.injection.models import load_model
+from ran.report.figures import probes as probe_viz
 from ran.reservoir import ReservoirConfig
-from ran.train import CONTROLS, TrainConfig, evaluate, train
+from ran.study import h1
+from ran.tasks.data import shakespeare_lines, token_blocks
+from ran.tasks.episodes import CONTROLS, evaluate
+from ran.training import jobs
+from ran.training.config import TrainConfig
+from ran.training.train import train
+from ran.util import results
+from ran.util.memo import memo
+from ran.util.stats import above
 
 # %% [markdown]
 # ## Parameters
@@ -120,7 +125,7 @@ print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps=
 # ### Every training run of the notebook
 #
 # Trained up front in 2 worker processes of 1 torch thread when the machine has 2
-# cores (`ran.jobs.train_all`; bit-identical to training them one after another in one
+# cores (`ran.training.jobs.train_all`; bit-identical to training them one after another in one
 # process of 1 thread, while this notebook's 2 threads would round differently); the
 # cells below load them from the run cache.
 

@@ -15,7 +15,7 @@
 # # 04 · The mechanisms compared, the attractor's claims, and scaling across models
 #
 # Three parts. (1) **Comparison** on one model of every memory mechanism of
-# `ran.baselines` (reservoir slots, reservoir prefix, additive readout,
+# `ran.mechanisms` (reservoir slots, reservoir prefix, additive readout,
 # persistent static slots, trained recurrence, the inference-time attractor):
 # secret-word recall at every K (one readout trained at the largest K serves
 # all), elapsed passes, idle retention, ΔPPL at init and after training,
@@ -27,8 +27,8 @@
 # tolerances. (3) **Scaling**: the same pipeline across models (profile
 # `paper`: GPT-2 124M/355M, Qwen2.5 0.5B/1.5B; `smoke`: tiny random GPT-2,
 # Qwen2, Llama) or across reservoir units x input scaling on the embedded
-# model (profile `default`). Logic lives in `ran.compare`, `ran.measure`,
-# `ran.compare_claims`, `ran.scaling` and `ran.compare_viz`.
+# model (profile `default`). Logic lives in `ran.study.compare`, `ran.evaluation.measure`,
+# `ran.study.claims`, `ran.study.scaling` and `ran.report.figures.compare`.
 
 # %% [markdown]
 # ## Imports
@@ -40,10 +40,15 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from ran import compare, compare_claims, compare_tables, compare_viz, jobs, results, scaling
-from ran.episodes import above
+from ran.report.figures import compare as compare_viz
 from ran.reservoir import ReservoirConfig
-from ran.train import TrainConfig
+from ran.study import claims as compare_claims
+from ran.study import compare, scaling
+from ran.study import tables as compare_tables
+from ran.training import jobs
+from ran.training.config import TrainConfig
+from ran.util import results
+from ran.util.stats import above
 
 # %% [markdown]
 # ## Parameters

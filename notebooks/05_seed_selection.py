@@ -25,8 +25,8 @@
 # picking the best on validation, tests of equal accuracy (one-way ANOVA,
 # chi-square of homogeneity, Cochran's Q for the matched design), and whether
 # metrics of the untrained reservoir (participation ratio, memory capacity;
-# `ran.dynamics`) predict the trained accuracy (Spearman rho, bootstrap CI
-# over seeds). Logic lives in `ran.seeds` and `ran.train`.
+# `ran.reservoir.dynamics`) predict the trained accuracy (Spearman rho, bootstrap CI
+# over seeds). Logic lives in `ran.study.seeds` and `ran.training.train`.
 
 # %% [markdown]
 # ## Imports
@@ -41,12 +41,15 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ran import dynamics, jobs, results
-from ran import seeds as SD
-from ran.models import load_model
-from ran.reservoir import ReservoirConfig
-from ran.surgery_analysis import collect_drives
-from ran.train import TrainConfig, train, wilson_interval
+from ran.injection.models import load_model
+from ran.reservoir import ReservoirConfig, dynamics
+from ran.study import seeds as SD
+from ran.study.surgery import collect_drives
+from ran.training import jobs
+from ran.training.config import TrainConfig
+from ran.training.train import train
+from ran.util import results
+from ran.util.stats import wilson_interval
 
 # %% [markdown]
 # ## Parameters
@@ -117,7 +120,7 @@ print(f"profile={profile}: {model_name}, {n_seeds} reservoir seeds, {steps} step
 # %%
 t0 = time.perf_counter()
 if profile == "paper":  # through the sweep command's job layer: python -m ran sweep <sweep_file>
-    from ran.sweep import read_sweep, run_sweep
+    from ran.sweeps.sweep import read_sweep, run_sweep
 
     sweep = read_sweep(sweep_file)
     assert [c.config_hash() for _, c in sweep.jobs()] == [c.config_hash() for c in cfgs], (
@@ -125,7 +128,7 @@ if profile == "paper":  # through the sweep command's job layer: python -m ran s
     rep = run_sweep(sweep, executor, outputs=outputs)
     assert not rep.failures and not rep.pending, f"seed runs failed: {rep.failures}"
     jobs.note_trained(rep.rows)  # trained now, by the sweep's jobs: not "loaded" below
-else:  # 2 worker processes of 1 thread on a 2-core machine (ran.jobs); smoke: in-process
+else:  # 2 worker processes of 1 thread on a 2-core machine (ran.training.jobs); smoke: in-process
     jobs.train_all(cfgs, outputs)
 rows, test_correct = [], {}
 for cfg in cfgs:
@@ -188,7 +191,7 @@ print(f"chi-square {chi2}; Cochran's Q {cochran}")
 # %% [markdown]
 # ### Untrained metrics of each reservoir
 #
-# * Scalar unit noise (`ran.dynamics.sweep`, driven regime, uniform[-1, 1]
+# * Scalar unit noise (`ran.reservoir.dynamics.sweep`, driven regime, uniform[-1, 1]
 #   through a +-1 input column): participation ratio and memory capacity of the
 #   same `W` (same seed, units, sr, input_scaling; the input column differs
 #   from the trained `W_in`, whose width is the model's).

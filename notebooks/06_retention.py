@@ -21,17 +21,17 @@
 # questions) and `n` **idle ticks** (u = 0), then a fresh question (many
 # question templates). Everything at test is **held out**: keys, write and
 # question templates, distractor wordings, filler nouns and plays never seen
-# in training (`ran.probes_realism`, pools in `ran.wordlists`).
+# in training (`ran.tasks.realism`, pools in `ran.tasks.wordlists`).
 #
 # Levers, each on the same probe and budget: the **write side** (what drives
 # the reservoir: the last token's attention output as before, mean or learned
 # attention pooling of the layer input, one step per token; a learned **write
-# gate** on how strongly a pass writes; `ran.write`), and the **reservoir
+# gate** on how strongly a pass writes; `ran.injection.write`), and the **reservoir
 # regime** (leak rate lr x spectral radius sr, a heat map). References: the
 # pure write side (no learned part), **no recurrence** (W = 0). Controls on
 # the identical episodes: reset, shuffled, stateless, oracle, chance. Logic
-# lives in `ran.retention`, `ran.write` and `ran.train`; figures in
-# `ran.retention_viz`.
+# lives in `ran.study.retention`, `ran.injection.write` and `ran.training.train`; figures in
+# `ran.report.figures.retention`.
 
 # %% [markdown]
 # ## Imports
@@ -43,13 +43,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from ran import results
-from ran import retention as RT
-from ran import retention_viz as RV
-from ran.models import load_model
+from ran.injection.models import load_model
+from ran.report.figures import retention as RV
 from ran.reservoir import ReservoirConfig
-from ran.train import TrainConfig, train
-from ran.wordlists import corpus_keys
+from ran.study import retention as RT
+from ran.tasks.wordlists import corpus_keys
+from ran.training.config import TrainConfig
+from ran.training.train import train
+from ran.util import results
 
 # %% [markdown]
 # ## Parameters
@@ -71,7 +72,7 @@ kl_len = 48  # tokens per KL block
 n_train = 3200  # training episodes per run
 n_train_keys = 0  # training keys from the training plays (0: the 67 curated ones; 2000 learned nothing in 120 steps)
 n_test = 96  # test episodes per point (identical for every control)
-best = "attn+gate"  # the write side of the best configuration (ran.retention.WRITE_SIDES)
+best = "attn+gate"  # the write side of the best configuration (ran.study.retention.WRITE_SIDES)
 best_lr = 1.0  # its leak rate
 best_sr = 0.9  # its spectral radius
 input_scaling = 1.0  # W_in scale of every run

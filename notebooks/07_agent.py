@@ -39,14 +39,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ran import results
 from ran.agent import demo, measure, viz
 from ran.agent.checkpoint import agent_identity
 from ran.agent.config import AgentConfig
 from ran.agent.gate_probe import GateProbe
 from ran.agent.gate_train import train_and_score
 from ran.agent.runtime import GATE_DIR, ReservoirAgent
-from ran.cli import load_adapter
+from ran.cli.common import load_adapter
+from ran.util import results
 
 # %% [markdown]
 # ## Parameters

@@ -8,11 +8,11 @@
   :mod:`ran.bench`).
 - ``sweep SWEEP.yaml --executor {local,slurm,serial} [--max-parallel N]``: every config of a
   sweep file as an independent job (submitit), one merged table under data/results/sweeps/
-  (see :mod:`ran.sweep`, :mod:`ran.cli_sweep`).
+  (see :mod:`ran.sweeps.sweep`, :mod:`ran.sweeps.cli`).
 - ``train CONFIG [--out DIR] [--profile P]``: train a TrainConfig file, save the adapter.
 - ``eval ADAPTER [--probe NAME] [--param k=v ...] [--n-test N] [--out FILE]``: every control.
 - ``demo [--adapter DIR]``: write a secret in one process, recall it in another
-  (the three library verbs live in :mod:`ran.cli` and :mod:`ran.cli_demo`).
+  (the three library verbs live in :mod:`ran.cli.core` and :mod:`ran.cli.demo`).
 - ``agent [--adapter DIR] [--idle-every SECONDS] [--script FILE]``: the Reservoir Agent, a
   persistent chat loop with idle ticks and checkpoints (:mod:`ran.agent.cli`).
 """
@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ran import cli
 from ran.bench import BENCHES
-from ran.results import PROFILES, Outputs
+from ran.cli import core as cli
+from ran.util.results import PROFILES, Outputs
 
 
 def _parse_value(text: str):
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=[*BENCHES, "all"])
     bench.add_argument("--profile", choices=PROFILES, default="default")
     cli.add_parsers(sub)
-    from ran.cli_sweep import add_sweep_parser
+    from ran.sweeps.cli import add_sweep_parser
 
     add_sweep_parser(sub)
     from ran.agent.cli import add_agent_parser
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return cmd_agent(args)
     if args.command == "sweep":
-        from ran.cli_sweep import cmd_sweep
+        from ran.sweeps.cli import cmd_sweep
 
         return cmd_sweep(args)
     if args.command == "run":
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ran {len(rep.wall_time_s)} notebook(s) in {total:.0f} s (profile {args.profile})")
         return 0
     if args.command == "report":
-        from ran.report import report
+        from ran.report.findings import report
 
         out = report(args.profile, pdf=not args.no_pdf)
         print(f"filled {len(out['filled'])} section(s) of {out['findings']}")

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ran.atomic import atomic_write
-from ran.results import REPO_ROOT, Outputs, check_profile, package_versions
+from ran.util.atomic import atomic_write
+from ran.util.results import REPO_ROOT, Outputs, check_profile, package_versions
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"

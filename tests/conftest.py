@@ -1,11 +1,13 @@
-"""Shared test setup: one torch thread per test module, and a per-module model cache."""
+"""Shared test setup: one torch thread per test module, a per-module model cache, and the
+rule that a test which loads the embedded SmolLM2 model is marked ``slow`` (so that
+``pytest -m "not slow"`` skips every one of them: an unmarked test that loads it fails)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ran.models import load_model
+from ran.injection.models import load_model
 
 _MODELS: dict = {}
 
@@ -26,6 +28,21 @@ def one_thread():
     yield
     torch.set_num_threads(before)
     _MODELS.clear()
+
+
+@pytest.fixture(autouse=True)
+def embedded_model_only_in_slow_tests(request, monkeypatch):
+    """Loading the embedded SmolLM2 (in this process) fails a test not marked ``slow``."""
+    if request.node.get_closest_marker("slow") is None:
+        from ran.injection import models
+
+        def refuse():
+            raise AssertionError(
+                f"{request.node.nodeid} loads the embedded {models.SMOLLM2}: mark it slow"
+            )
+
+        monkeypatch.setattr(models, "_smollm2_cache", refuse)
+    yield
 
 
 # A two-step tiny-llama secret-word run with the gate open (tests that need a trained run).

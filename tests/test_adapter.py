@@ -1,4 +1,4 @@
-"""Adapters on disk (ran.adapter): round trips, the config's fields, every error sentence."""
+"""Adapters on disk (ran.mechanisms.adapter): round trips, the config's fields, every error sentence."""
 
 import dataclasses
 import json
@@ -8,14 +8,14 @@ import torch
 from conftest import TINY_RUN
 
 import ran
-from ran import adapter as A
-from ran import train as T
-from ran.baselines import KINDS, make
-from ran.baselines_attractor import AttractorConfig
-from ran.models import load_model
-from ran.reservoir import ReservoirConfig
-from ran.results import Outputs
-from ran.surgery import InjectionConfig
+from ran.injection.config import InjectionConfig
+from ran.injection.models import load_model
+from ran.mechanisms import adapter as A
+from ran.mechanisms.attractor import AttractorConfig
+from ran.mechanisms.registry import kinds, make
+from ran.reservoir.esn import ReservoirConfig
+from ran.training import train as T
+from ran.util.results import Outputs
 
 SMALL = InjectionConfig(n_slots=2, reservoir=ReservoirConfig(units=32, seed=3), gate_init=1.0)
 WRITE, QUESTION = "The secret word is apple.", "The secret word was"
@@ -65,7 +65,7 @@ def test_round_trip_trained_llama_with_lora(trained):
         handle.remove()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kinds())
 def test_round_trip_every_kind_on_gpt2(kind, tmp_path):
     acfg = AttractorConfig(gate=0.7, burn_in=0, threshold=0.0)
     extra = {"attractor": acfg} if kind == "attractor" else {}
@@ -158,7 +158,7 @@ def test_shape_mismatch_into_gpt2(saved):
 def test_shape_mismatch_other_hidden_size(saved):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ran.models import _TINY, TINY_VOCAB
+    from ran.injection.models import _TINY, TINY_VOCAB
 
     spec = dict(_TINY["tiny-llama"]) | {"hidden_size": 32}
     conf = AutoConfig.for_model(spec.pop("model_type"), vocab_size=TINY_VOCAB, **spec)

@@ -14,7 +14,7 @@ from agent_helpers import make_adapter
 
 from ran import __main__ as M
 from ran.agent.events import read_log
-from ran.results import REPO_ROOT
+from ran.util.results import REPO_ROOT
 
 SCRIPT = """# a short conversation
 The harbor was quiet this morning.

@@ -9,7 +9,7 @@ import pytest
 from agent_helpers import load_handle, make_adapter
 
 from ran import pipeline
-from ran.results import Outputs
+from ran.util.results import Outputs
 
 
 def test_notebook_07_runs_headless_in_the_smoke_profile(tmp_path, monkeypatch):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from ran.adapter import CONFIG_NAME, load_adapter_config
 from ran.agent import demo
 from ran.agent.config import AgentConfig
 from ran.agent.gate import AlwaysEmit
 from ran.agent.runtime import GATE_DIR, ReservoirAgent
-from ran.results import REPO_ROOT
+from ran.mechanisms.adapter import CONFIG_NAME, load_adapter_config
+from ran.util.results import REPO_ROOT
 
 ADAPTER = REPO_ROOT / "data" / "adapters" / "smollm2-135m-fact"
 
@@ -30,7 +30,7 @@ pytestmark = [
 
 def _key() -> str:
     """A key the adapter never saw in training when its probe holds keys out, else its first."""
-    from ran.probes import make_probe
+    from ran.tasks.probes import make_probe
 
     training = load_adapter_config(ADAPTER).get("training") or {}
     try:

@@ -1,4 +1,4 @@
-"""Crash-safe writes (ran.atomic) and the state files written with them.
+"""Crash-safe writes (ran.util.atomic) and the state files written with them.
 
 Unit tests of the helper; the files it writes are byte-identical to the old
 writers'; a writer killed with SIGKILL at random moments never leaves a torn
@@ -24,16 +24,23 @@ import types
 import pytest
 import torch
 
-from ran import atomic
-from ran.atomic import atomic_save_safetensors, atomic_write, atomic_write_json
-from ran.reservoir import ReservoirConfig
-from ran.results import Outputs, save_results
-from ran.surgery_state import STATE_FORMAT, StateMixin
+from ran.injection.state import STATE_FORMAT, StateMixin
+from ran.reservoir.esn import ReservoirConfig
+from ran.util import atomic
+from ran.util.atomic import atomic_save_safetensors, atomic_write, atomic_write_json
+from ran.util.results import Outputs, save_results
 
 UNITS, BATCH = 4096, 64  # 1 MiB per state: a save takes long enough to be killed inside
 N_KNOWN = 4  # the writer alternates between states filled with 1, 2, 3, 4
 KILLS = 25
-PRELOAD = ["pytest", "torch", "safetensors.torch", "ran.atomic", "ran.results", "ran.surgery_state"]
+PRELOAD = [
+    "pytest",
+    "torch",
+    "safetensors.torch",
+    "ran.util.atomic",
+    "ran.util.results",
+    "ran.injection.state",
+]
 
 
 class StateOnly(StateMixin):
@@ -269,7 +276,8 @@ def test_a_file_that_is_not_a_state_file_is_refused(tmp_path):
 def test_an_injected_model_refuses_a_state_of_another_reservoir_size(tmp_path):
     from conftest import cached_model
 
-    from ran.surgery import InjectionConfig, inject
+    from ran.injection.config import InjectionConfig
+    from ran.mechanisms.reservoir_slots import inject
 
     m, tok = cached_model("tiny-llama")
     with inject(m, InjectionConfig(reservoir=ReservoirConfig(units=64))) as h, torch.no_grad():

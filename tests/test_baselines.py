@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import cached_model
 
-from ran.baselines import KINDS, make, state_width, trainable_count
-from ran.baselines_attractor import AttractorConfig
-from ran.reservoir import ReservoirConfig
-from ran.surgery import InjectionConfig
+from ran.injection.config import InjectionConfig
+from ran.mechanisms.attractor import AttractorConfig
+from ran.mechanisms.registry import kinds, make, state_width, trainable_count
+from ran.reservoir.esn import ReservoirConfig
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "To be"]
 SMALL = InjectionConfig(reservoir=ReservoirConfig(units=64, seed=1), n_slots=4, readout_scale=3.0)
@@ -34,7 +34,7 @@ def enc(tok, texts):
 
 
 # --------------------------------------------------------------------------- exactness
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kinds())
 @pytest.mark.parametrize(
     "name,impl", [("tiny-gpt2", "eager"), ("tiny-qwen2", "sdpa"), ("tiny-llama", "sdpa")]
 )

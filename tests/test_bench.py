@@ -18,7 +18,7 @@ from ran.bench import (
     sweep,
     training,
 )
-from ran.results import Outputs, save_results
+from ran.util.results import Outputs, save_results
 
 FIELDS = {
     "overhead": ("median_ratio", "ratio_ci95", "median_plain_s", "median_injected_s", "target"),
@@ -154,7 +154,7 @@ def test_pass_cost_config_rejects_bad_values(kwargs):
 
 
 def test_filled_cache_holds_the_prefix_length():
-    from ran.models import load_model
+    from ran.injection.models import load_model
 
     model, _ = load_model("tiny-llama")
     cache = passcost.filled_cache(model, 48, seed=0)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ran import lab
-from ran.results import REPO_ROOT
+from ran.util.results import REPO_ROOT
 
 pytestmark = pytest.mark.browser
 

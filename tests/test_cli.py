@@ -1,4 +1,4 @@
-"""python -m ran train / eval / demo (ran.cli, ran.cli_demo) on a tiny adapter."""
+"""python -m ran train / eval / demo (ran.cli.core, ran.cli.demo) on a tiny adapter."""
 
 import json
 import re
@@ -8,10 +8,10 @@ import pytest
 from conftest import TINY_RUN
 
 from ran import __main__ as M
-from ran.adapter import CONFIG_NAME, WEIGHTS_NAME
-from ran.cli_demo import DEFAULT_QUESTION
-from ran.results import Outputs
-from ran.train import TrainConfig
+from ran.cli.demo import DEFAULT_QUESTION
+from ran.mechanisms.adapter import CONFIG_NAME, WEIGHTS_NAME
+from ran.training.config import TrainConfig
+from ran.util.results import Outputs
 
 CONFIG = TINY_RUN | {"reservoir": {"units": 64}}
 SUMMARY = re.compile(

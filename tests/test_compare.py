@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ran import compare as C
-from ran import compare_claims as CL
-from ran import compare_tables as T
-from ran import measure as M
-from ran import scaling as S
-from ran.episodes import above
-from ran.models import load_model
-from ran.reservoir import ReservoirConfig
-from ran.results import Outputs
-from ran.train import TrainConfig
+from ran.evaluation import measure as M
+from ran.injection.models import load_model
+from ran.reservoir.esn import ReservoirConfig
+from ran.study import claims as CL
+from ran.study import compare as C
+from ran.study import scaling as S
+from ran.study import tables as T
+from ran.training.config import TrainConfig
+from ran.util.results import Outputs
+from ran.util.stats import above
 
 # K = 4 recall on tiny-llama that learns above the reset control in seconds (see test_train).
 RECALL = dict(keys=("dog", "cat", "owl", "bee"), write_templates=("{key}",))
@@ -235,7 +235,7 @@ def test_per_model_lists():
 
 
 def _acc(correct: int, n: int = 100) -> dict:
-    from ran.episodes import accuracy_summary
+    from ran.util.stats import accuracy_summary
 
     return accuracy_summary(torch.arange(n) < correct, 0.2)
 

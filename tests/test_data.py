@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ran import data
-from ran.models import byte_tokenizer
+from ran.injection.models import byte_tokenizer
+from ran.tasks import data
 
 
 def test_splits_are_disjoint_by_play_and_cover_every_play():

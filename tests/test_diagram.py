@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ran.diagram import FILENAME, DiagramConfig, save_architecture
-from ran.report import MARKER_RE
-from ran.results import REPO_ROOT
+from ran.report.diagram import FILENAME, DiagramConfig, save_architecture
+from ran.report.findings import MARKER_RE
+from ran.util.results import REPO_ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

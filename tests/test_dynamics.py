@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ran.dynamics import (
+from ran.reservoir.dynamics import (
     esp_boundary,
     memory_capacity,
     participation_ratio,
@@ -14,7 +14,7 @@ from ran.dynamics import (
     summarize,
     sweep,
 )
-from ran.reservoir import Reservoir, ReservoirConfig
+from ran.reservoir.esn import Reservoir, ReservoirConfig
 
 
 def _mc_pair(units, sr, input_scaling, k_max, ridge, seed, density=0.1):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from conftest import cached_model
 
-from ran.episodes import EpisodeRunner
-from ran.probes import make_probe
-from ran.reservoir import ReservoirConfig
-from ran.surgery import InjectionConfig, inject
+from ran.injection.config import InjectionConfig
+from ran.mechanisms.reservoir_slots import inject
+from ran.reservoir.esn import ReservoirConfig
+from ran.tasks.episodes import EpisodeRunner
+from ran.tasks.probes import make_probe
 
 
 def test_reset_control_scores_equal_running_every_pass_then_wiping():

@@ -19,11 +19,12 @@ import pytest
 import torch
 from conftest import cached_model
 
-from ran.baselines import make
-from ran.baselines_attractor import AttractorConfig
-from ran.models import load_model
-from ran.reservoir import ReservoirConfig
-from ran.surgery import InjectionConfig, inject
+from ran.injection.config import InjectionConfig
+from ran.injection.models import load_model
+from ran.mechanisms.attractor import AttractorConfig
+from ran.mechanisms.registry import make
+from ran.mechanisms.reservoir_slots import inject
+from ran.reservoir.esn import ReservoirConfig
 
 PROMPTS = ["The quick brown fox", "To be"]  # the second is left-padded
 FIRST = ["Remember the lantern.", "A second memory row"]

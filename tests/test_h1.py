@@ -1,4 +1,4 @@
-"""Tests of ran.h1 (smoke scale, tiny random models)."""
+"""Tests of ran.evaluation.quality (smoke scale, tiny random models)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
-from ran import h1
-from ran.data import shakespeare_lines
-from ran.models import load_model
-from ran.surgery import InjectionConfig, inject
-from ran.train import TrainConfig
+from ran.evaluation import quality as h1
+from ran.injection.config import InjectionConfig
+from ran.injection.models import load_model
+from ran.mechanisms.reservoir_slots import inject
+from ran.study import h1 as H1
+from ran.tasks.data import shakespeare_lines
+from ran.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +107,10 @@ def test_batched_generation_matches_one_prompt_at_a_time():
 
 
 def test_readout_for():
-    assert h1.readout_for(6, [16, 64]) == 16
-    assert h1.readout_for(32, [16, 64]) == 64
+    assert H1.readout_for(6, [16, 64]) == 16
+    assert H1.readout_for(32, [16, 64]) == 64
     with pytest.raises(ValueError):
-        h1.readout_for(65, [16, 64])
+        H1.readout_for(65, [16, 64])
 
 
 def test_kind_field_keeps_old_hashes_and_builds_baselines():
@@ -125,14 +127,14 @@ def test_kind_field_keeps_old_hashes_and_builds_baselines():
 def test_nondestruction_and_generation_pair_on_a_trained_tiny_run(tmp_path):
     from conftest import TINY_RUN
 
-    from ran.data import token_blocks
-    from ran.results import Outputs
-    from ran.train import train
+    from ran.tasks.data import token_blocks
+    from ran.training.train import train
+    from ran.util.results import Outputs
 
     run = train(TrainConfig(**TINY_RUN), Outputs(root=tmp_path), progress=False)
     plain, tok = load_model("tiny-llama")
     blocks = token_blocks(tok, "test", 24, 3)
-    nd = h1.nondestruction(plain, run, blocks, shakespeare_lines("train")[:5], idle_long=20)
+    nd = H1.nondestruction(plain, run, blocks, shakespeare_lines("train")[:5], idle_long=20)
     assert nd["init_equal"] and nd["ppl"]["injected, init"].nll == nd["ppl"]["base"].nll
     assert set(nd["ppl"]) == {
         "base",
@@ -144,6 +146,6 @@ def test_nondestruction_and_generation_pair_on_a_trained_tiny_run(tmp_path):
     assert nd["ppl"]["trained, carried from a probe pass"].nll != nd["ppl"]["base"].nll
     assert nd["carry"]["passes"] == 5 and nd["idle"]["idle_passes"] == 20 and nd["idle"]["finite"]
     assert run.handle.state is None  # left reset
-    gen = h1.generation_pair(plain, run, ["To be, or not"], 6)
+    gen = H1.generation_pair(plain, run, ["To be, or not"], 6)
     assert [len(gen[k]) for k in ("base", "ran (trained, carried)")] == [1, 1]
     assert gen["base"][0]["n_tokens"] == 6 and "norm" in gen["state"]

@@ -1,4 +1,4 @@
-"""ran.jobs / ran.executors: training jobs through submitit (real local executor, no mock)."""
+"""ran.training.jobs / ran.training.executors: training jobs through submitit (real local executor, no mock)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ran import jobs as J
-from ran.executors import JobRunner, _alive_elsewhere, slurm_parameters
-from ran.reservoir import ReservoirConfig
-from ran.results import Outputs
-from ran.train import TrainConfig, _paths
+from ran.reservoir.esn import ReservoirConfig
+from ran.training import jobs as J
+from ran.training.config import TrainConfig
+from ran.training.executors import JobRunner, _alive_elsewhere, slurm_parameters
+from ran.training.train import _paths
+from ran.util.results import Outputs
 
 BASE = dict(
     model_name="tiny-llama",

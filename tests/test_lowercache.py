@@ -1,17 +1,17 @@
-"""ran.lowercache: reusing layers 0..L-1 changes no bit of any output, and is really used."""
+"""ran.injection.lowercache: reusing layers 0..L-1 changes no bit of any output, and is really used."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ran import h1
-from ran import lowercache as LC
-from ran.baselines import make
-from ran.episodes import CONTROLS, EpisodeRunner, evaluate
-from ran.models import load_model
-from ran.probes import make_probe
-from ran.surgery import InjectionConfig
+from ran.evaluation import quality as h1
+from ran.injection import lowercache as LC
+from ran.injection.config import InjectionConfig
+from ran.injection.models import load_model
+from ran.mechanisms.registry import make
+from ran.tasks.episodes import CONTROLS, EpisodeRunner, evaluate
+from ran.tasks.probes import make_probe
 
 EPISODES = make_probe("secret_word", k=4, n_train=8, n_val=8, n_test=12, seed=3).splits()["test"]
 

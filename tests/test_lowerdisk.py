@@ -1,16 +1,16 @@
-"""ran.lowerdisk: the lower layers' outputs on disk, shared by processes, change no bit."""
+"""ran.injection.lowerdisk: the lower layers' outputs on disk, shared by processes, change no bit."""
 
 from __future__ import annotations
 
 import torch
 
-from ran import lowercache as LC
-from ran import lowerdisk as LD
-from ran.baselines import make
-from ran.episodes import EpisodeRunner
-from ran.models import load_model
-from ran.probes import make_probe
-from ran.surgery import InjectionConfig
+from ran.injection import lowercache as LC
+from ran.injection import lowerdisk as LD
+from ran.injection.config import InjectionConfig
+from ran.injection.models import load_model
+from ran.mechanisms.registry import make
+from ran.tasks.episodes import EpisodeRunner
+from ran.tasks.probes import make_probe
 
 EPISODES = make_probe("secret_word", k=4, n_train=8, n_val=8, n_test=8, seed=2).splits()["test"]
 

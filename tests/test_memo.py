@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ran import memo as memo_mod
-from ran.memo import memo, tensor_digest
-from ran.results import Outputs
+from ran.util import memo as memo_mod
+from ran.util.memo import memo, tensor_digest
+from ran.util.results import Outputs
 
 
 class Counter:
@@ -63,7 +63,7 @@ def test_tensor_digest_sees_values_shapes_and_dtypes():
 def test_train_result_evaluate_is_cached_until_its_parameters_change(tmp_path, monkeypatch):
     from conftest import TINY_RUN
 
-    from ran import train as T
+    from ran.training import train as T
 
     res = T.train(T.TrainConfig(**TINY_RUN), Outputs(root=tmp_path), progress=False)
     calls = []
@@ -78,6 +78,30 @@ def test_train_result_evaluate_is_cached_until_its_parameters_change(tmp_path, m
 
 
 def test_the_digest_covers_computing_modules_only():
-    assert memo_mod._computing("train.py") and memo_mod._computing("episodes.py")
-    assert not memo_mod._computing("compare_viz.py") and not memo_mod._computing("report.py")
-    assert not memo_mod._computing("bench/sweep.py")
+    rel = {p.relative_to(memo_mod.PACKAGE_DIR).as_posix() for p in memo_mod.computing_files()}
+    assert {"training/train.py", "tasks/episodes.py", "mechanisms/registry.py"} <= rel
+    assert not any(r.startswith(("report/", "bench/", "cli/", "agent/")) for r in rel)
+    assert "pipeline.py" not in rel and "__main__.py" not in rel
+
+
+def test_moving_a_plotting_file_changes_no_digest_and_moving_code_does(tmp_path, monkeypatch):
+    """The digest is the content of the computing folders: a figure module moved inside
+    ran/report leaves it alone; a computing module moved between subpackages changes it."""
+    import shutil
+
+    root = tmp_path / "ran"
+    shutil.copytree(memo_mod.PACKAGE_DIR, root, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def digest():
+        monkeypatch.setattr(memo_mod, "PACKAGE_DIR", root)
+        memo_mod.source_digest.cache_clear()
+        try:
+            return memo_mod.source_digest()
+        finally:
+            memo_mod.source_digest.cache_clear()
+
+    before = digest()
+    (root / "report" / "figures" / "compare.py").rename(root / "report" / "compare_plots.py")
+    assert digest() == before
+    (root / "study" / "claims.py").rename(root / "evaluation" / "claims.py")
+    assert digest() != before

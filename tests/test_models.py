@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ran.models import SMOLLM2, available_models, byte_tokenizer, load_model
+from ran.injection.models import SMOLLM2, available_models, byte_tokenizer, load_model
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-qwen2", "tiny-llama"])
@@ -32,6 +32,7 @@ def test_byte_tokenizer_round_trips_any_text():
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
 
 
+@pytest.mark.slow
 def test_embedded_smollm2_loads_offline():
     model, tok = load_model(SMOLLM2, attn_implementation="eager")
     cfg = model.config

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from ran import pipeline
-from ran.report import fill_markers, format_value, render_table, report
-from ran.results import REPO_ROOT, Outputs, figure, save_results, table, text
+from ran.report.findings import fill_markers, format_value, render_table, report
+from ran.util.results import REPO_ROOT, Outputs, figure, save_results, table, text
 
 
 def _tree_digest(folder):
@@ -102,7 +102,7 @@ def test_fill_markers_uses_results_file(tmp_path):
 
 def test_pipeline_json_pairs_minutes_with_machine_speed_and_runs(tmp_path, monkeypatch):
     save = (
-        "from ran.results import Outputs, save_results\n"
+        "from ran.util.results import Outputs, save_results\n"
         "run = {{'hash': 'h1', 'loaded': {loaded}, 'wall_time_s': 5.0}}\n"
         "save_results('01_ok', {{'run': run}}, Outputs(profile), seed=0, wall_time_s=1.0)"
     )

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ran import probes, scoring
-from ran.models import byte_tokenizer
+from ran.injection.models import byte_tokenizer
+from ran.tasks import probes, scoring
 
 SMALL = dict(n_train=200, n_val=40, n_test=40)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ran import wordlists as WL
-from ran.probes import make_probe
-from ran.probes_realism import FactInText
+from ran.tasks import wordlists as WL
+from ran.tasks.probes import make_probe
+from ran.tasks.realism import FactInText
 
 SMALL = dict(n_train=200, n_val=40, n_test=60)
 
@@ -108,7 +108,7 @@ def test_bad_parameters_are_refused(bad):
 
 @pytest.mark.slow
 def test_every_key_is_one_smollm2_token():
-    from ran.models import load_model
+    from ran.injection.models import load_model
 
     _, tok = load_model("smollm2-135m")
     for keys in WL.KEYS.values():

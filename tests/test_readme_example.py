@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from ran.results import REPO_ROOT
+from ran.util.results import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 ADAPTER = REPO_ROOT / "data" / "adapters" / "smollm2-135m-k16"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from ran.report import MARKER_RE, check_findings
-from ran.results import REPO_ROOT
+from ran.report.findings import MARKER_RE, check_findings
+from ran.util.results import REPO_ROOT
 
 
 def _copy_repo_outputs(tmp_path):
@@ -45,7 +45,7 @@ def test_editing_a_result_is_detected(tmp_path):
 
 
 def test_wide_tables_are_typeset_in_parts_that_each_lead_with_the_first_column():
-    from ran.report import MAX_COLUMNS, column_groups, render_table
+    from ran.report.findings import MAX_COLUMNS, column_groups, render_table
 
     assert column_groups(MAX_COLUMNS) == [list(range(MAX_COLUMNS))]
     groups = column_groups(11)

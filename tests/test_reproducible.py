@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ran.pipeline import NOTEBOOK_DIR
-from ran.results import REPO_ROOT, Outputs, strip_volatile
+from ran.util.results import REPO_ROOT, Outputs, strip_volatile
 
 # Timings that notebook 01 stores in its payload rather than in meta, so
 # strip_volatile keeps them; dropped here by name (move them under meta, or add

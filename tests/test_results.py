@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ran.results import Outputs, load_results, save_results, strip_volatile, to_jsonable
+from ran.util.results import Outputs, load_results, save_results, strip_volatile, to_jsonable
 
 
 def test_profiles_write_to_separate_roots(tmp_path):

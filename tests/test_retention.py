@@ -1,4 +1,4 @@
-"""Notebook 06's retention half-life (ran.retention.half_life) and its text."""
+"""Notebook 06's retention half-life (ran.study.retention.half_life) and its text."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ran.retention import fmt_half, half_life
+from ran.study.retention import fmt_half, half_life
 
 
 def test_half_life_interpolates_to_halfway_between_start_and_chance():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy import stats
 
-from ran import seeds as SD
-from ran.reservoir import ReservoirConfig
-from ran.train import TrainConfig
+from ran.reservoir.esn import ReservoirConfig
+from ran.study import seeds as SD
+from ran.training.config import TrainConfig
 
 
 def _binary_groups():

@@ -18,8 +18,9 @@ import pytest
 import torch
 from conftest import cached_model
 
-from ran.reservoir import ReservoirConfig
-from ran.surgery import InjectionConfig, inject
+from ran.injection.config import InjectionConfig
+from ran.mechanisms.reservoir_slots import inject
+from ran.reservoir.esn import ReservoirConfig
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "To be"]
 SMALL = InjectionConfig(reservoir=ReservoirConfig(units=64, seed=1), n_slots=4, readout_scale=3.0)
@@ -43,7 +44,10 @@ def run(m, enc, kind: str):
 @pytest.mark.parametrize("kind", ["forward", "generate"])
 @pytest.mark.parametrize("padded", [False, True], ids=["nopad", "leftpad"])
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-qwen2", "tiny-llama", "smollm2-135m"])
+@pytest.mark.parametrize(
+    "name",
+    ["tiny-gpt2", "tiny-qwen2", "tiny-llama", pytest.param("smollm2-135m", marks=pytest.mark.slow)],
+)
 def test_parity_at_init_and_after_remove(name, impl, padded, kind):
     m, tok = model(name, impl)
     enc = batch(tok, padded)
@@ -196,9 +200,10 @@ def test_state_survives_a_new_process(tmp_path):
         f"""
         import torch
         torch.set_num_threads(1)
-        from ran.models import load_model
-        from ran.reservoir import ReservoirConfig
-        from ran.surgery import InjectionConfig, inject
+        from ran.injection.models import load_model
+        from ran.reservoir.esn import ReservoirConfig
+        from ran.injection.config import InjectionConfig
+        from ran.mechanisms.reservoir_slots import inject
         m, tok = load_model("tiny-llama")
         cfg = InjectionConfig(reservoir=ReservoirConfig(units=64, seed=1), n_slots=4,
                               readout_scale=3.0)
@@ -319,7 +324,7 @@ def test_query_gate_learns_per_token_and_can_shut_the_memory():
 
 
 def test_query_gate_is_refused_where_there_are_no_slots():
-    from ran.baselines import make
+    from ran.mechanisms.registry import make
 
     m, _ = model("tiny-llama", "eager")
     cfg = InjectionConfig(reservoir=ReservoirConfig(units=16), query_gate=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ran.__main__ import main
-from ran.results import REPO_ROOT
-from ran.sweep import read_sweep
+from ran.sweeps.sweep import read_sweep
+from ran.util.results import REPO_ROOT
 
 BASE = {
     "model_name": "tiny-llama",

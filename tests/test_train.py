@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 
-from ran import episodes
-from ran import probes as P
-from ran import scoring as S
-from ran import train as T
-from ran.reservoir import ReservoirConfig
-from ran.results import Outputs
+from ran.reservoir.esn import ReservoirConfig
+from ran.tasks import episodes
+from ran.tasks import probes as P
+from ran.tasks import scoring as S
+from ran.training import train as T
+from ran.util import stats
+from ran.util.results import Outputs
 
 # A K=4 recall config on tiny-llama that learns well above the reset control in seconds:
 # pass 1 is the key alone (a random 4-layer model mixes a key inside a sentence into the
@@ -36,11 +37,11 @@ def _outputs(tmp_path, name="a"):
 
 
 def test_wilson_interval_known_values():
-    lo, hi = T.wilson_interval(8, 10)
+    lo, hi = stats.wilson_interval(8, 10)
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
-    assert T.wilson_interval(0, 20)[0] == 0.0 and T.wilson_interval(20, 20)[1] == 1.0
+    assert stats.wilson_interval(0, 20)[0] == 0.0 and stats.wilson_interval(20, 20)[1] == 1.0
     with pytest.raises(ValueError):
-        T.wilson_interval(3, 2)
+        stats.wilson_interval(3, 2)
 
 
 def test_config_validation_and_stable_hash():
@@ -61,18 +62,18 @@ def test_controls_run_on_identical_episodes(monkeypatch):
     model, tok, h = T._build(cfg)
     eps = cfg.make_probe().episodes("test")[:12]
     seen = {}
-    orig = T.EpisodeRunner.question_scores
+    orig = episodes.EpisodeRunner.question_scores
 
     def spy(self, episodes):
         seen.setdefault(current[0], []).extend(e.question for e in episodes)
         return orig(self, episodes)
 
     current = [None]
-    monkeypatch.setattr(T.EpisodeRunner, "question_scores", spy)
+    monkeypatch.setattr(episodes.EpisodeRunner, "question_scores", spy)
     out = {}
-    for c in T.CONTROLS:
+    for c in episodes.CONTROLS:
         current[0] = c
-        out[c] = T.evaluate(h, tok, eps, (c,), batch_size=4)[c]
+        out[c] = episodes.evaluate(h, tok, eps, (c,), batch_size=4)[c]
     questions = [e.question for e in eps]
     for c in ("reservoir", "reset", "shuffled", "stateless"):
         assert seen[c] == questions and out[c]["n"] == len(eps)
@@ -84,7 +85,7 @@ def test_closed_gate_makes_every_state_control_the_base_model():
     cfg = T.TrainConfig(**(FAST | {"gate_init": 0.0}))
     model, tok, h = T._build(cfg)
     eps = cfg.make_probe().episodes("test")[:8]
-    runner = T.EpisodeRunner(h, tok)
+    runner = episodes.EpisodeRunner(h, tok)
     with torch.no_grad():
         base = episodes._base_scores(runner, eps, oracle=False)
         for c in ("reservoir", "reset", "shuffled"):
@@ -96,7 +97,7 @@ def test_mixed_schedules_batch_like_single_episodes():
     model, tok, h = T._build(cfg)
     eps = cfg.make_probe().episodes("test")[:6]
     assert len({len(e.passes) for e in eps}) > 1
-    runner = T.EpisodeRunner(h, tok)
+    runner = episodes.EpisodeRunner(h, tok)
     with torch.no_grad():
         together = runner.run(eps)
         alone = torch.cat([runner.run([e]) for e in eps])
@@ -112,7 +113,7 @@ def test_mixed_schedules_batch_like_single_episodes():
 
 def test_trained_readout_beats_reset_control(tmp_path):
     res = T.train(T.TrainConfig(**FAST), _outputs(tmp_path), progress=False)
-    ev = T.evaluate(res.handle, res.tokenizer, res.episodes["test"], ("reservoir", "reset"))
+    ev = episodes.evaluate(res.handle, res.tokenizer, res.episodes["test"], ("reservoir", "reset"))
     r, z = ev["reservoir"], ev["reset"]
     assert r["ci_low"] > z["ci_high"], (r, z)
     assert r["acc"] >= 0.6 and res.history["loss"][-1] < res.history["loss"][0]
@@ -147,7 +148,7 @@ def test_lora_adds_trainable_adapters(tmp_path):
 
 def _text_kl(res, n_blocks=4):
     """Mean KL(base || injected) on test-split text with a probe pass's state."""
-    from ran.data import token_blocks
+    from ran.tasks.data import token_blocks
 
     blocks = token_blocks(res.tokenizer, "test", 32, n_blocks)
     h = res.handle

@@ -1,4 +1,4 @@
-"""The learned write side (ran.write): pooling, per-token steps, the write gate, no recurrence."""
+"""The learned write side (ran.injection.write): pooling, per-token steps, the write gate, no recurrence."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import pytest
 import torch
 from conftest import TINY_RUN, cached_model
 
-from ran.reservoir import ReservoirConfig
-from ran.scoring import batch_encode
-from ran.surgery import InjectionConfig, inject
-from ran.train import TrainConfig, train
+from ran.injection.config import InjectionConfig
+from ran.mechanisms.reservoir_slots import inject
+from ran.reservoir.esn import ReservoirConfig
+from ran.tasks.scoring import batch_encode
+from ran.training.config import TrainConfig
+from ran.training.train import train
 
 RES = ReservoirConfig(units=48, lr=0.5, input_scaling=0.5, seed=3)
 FACT = "Some text first. The secret word is apple. Then more text after it."
@@ -118,7 +120,7 @@ def test_injection_is_bit_exact_at_init_with_every_write_side():
 
 
 def test_the_write_side_trains(tmp_path):
-    from ran.results import Outputs
+    from ran.util.results import Outputs
 
     cfg = TrainConfig(**TINY_RUN | dict(pooling="attn", write_gate=True, steps=3))
     res = train(cfg, Outputs("smoke", root=tmp_path), progress=False)

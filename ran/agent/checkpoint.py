@@ -9,7 +9,7 @@ A checkpoint is one folder::
     agent.json            the commit record: pass count, which state slot, its
                           SHA-256, the context buffer and the counters
 
-Every file goes through :mod:`ran.atomic` (temp file, fsync, rename). Pass ``n``
+Every file goes through :mod:`ran.util.atomic` (temp file, fsync, rename). Pass ``n``
 writes its state into slot ``n % 2`` and then ``agent.json`` naming that slot: a
 kill before the rename of ``agent.json`` leaves the record of pass ``n - 1``,
 whose slot is untouched, so a restore always finds a state, buffer and counters
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ran.agent.config import AgentError
-from ran.atomic import atomic_write_json
+from ran.util.atomic import atomic_write_json
 
 FORMAT = "ran-agent-checkpoint"
 FORMAT_VERSION = 1
@@ -41,9 +41,13 @@ SLOTS = ("state.0.safetensors", "state.1.safetensors")
 
 def agent_identity(handle) -> str:
     """SHA-256 of everything a reservoir state depends on (model, injection, weights)."""
-    from ran.adapter import model_name_of, model_shape, reservoir_digest
-    from ran.configio import to_dict
-    from ran.train import _named_trainable
+    from ran.mechanisms.adapter import (
+        _named_trainable,
+        model_name_of,
+        model_shape,
+        reservoir_digest,
+    )
+    from ran.util.configio import to_dict
 
     h = hashlib.sha256()
     doc = {
@@ -62,7 +66,7 @@ def agent_identity(handle) -> str:
 
 def adapter_config_sha256(adapter_dir) -> str | None:
     """SHA-256 of an adapter folder's ``adapter_config.json`` (None without a folder)."""
-    from ran.adapter import CONFIG_NAME
+    from ran.mechanisms.adapter import CONFIG_NAME
 
     if adapter_dir is None:
         return None

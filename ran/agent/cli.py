@@ -107,9 +107,9 @@ def _resolve(args):
     from ran.agent.config import AgentConfig, AgentError, SchedulerConfig
     from ran.agent.gate import AlwaysEmit, OutputGate
     from ran.agent.runtime import GATE_DIR, ReservoirAgent
-    from ran.cli import load_adapter
-    from ran.cli_demo import _adapter_dir
-    from ran.results import Outputs
+    from ran.cli.common import load_adapter
+    from ran.cli.demo import _adapter_dir
+    from ran.util.results import Outputs
 
     adapter = _adapter_dir(args)
     home = Path(args.home) if args.home else Outputs().build / "agent" / adapter.name
@@ -195,11 +195,11 @@ async def _interactive(sched) -> None:
 
 def cmd_agent(args) -> int:
     """Run the agent until EOF, ``/quit`` or the end of the script."""
-    from ran.adapter import AdapterError
     from ran.agent.config import AgentError
     from ran.agent.scheduler import Scheduler
     from ran.agent.script import play_running
-    from ran.cli import CLIError
+    from ran.cli.common import CLIError
+    from ran.mechanisms.adapter import AdapterError
 
     try:
         agent, sched_cfg, items = _resolve(args)

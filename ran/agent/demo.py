@@ -95,10 +95,11 @@ class StateTrace:
 
 def smoke_adapter(folder, units: int = 64, seed: int = 0) -> Path:
     """An untrained tiny-llama adapter (gate open at tanh(1)), written once into ``folder``."""
-    from ran.adapter import CONFIG_NAME
-    from ran.models import load_model
-    from ran.reservoir import ReservoirConfig
-    from ran.surgery import InjectionConfig, inject
+    from ran.injection.config import InjectionConfig
+    from ran.injection.models import load_model
+    from ran.mechanisms.adapter import CONFIG_NAME
+    from ran.mechanisms.reservoir_slots import inject
+    from ran.reservoir.esn import ReservoirConfig
 
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():

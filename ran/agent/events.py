@@ -67,7 +67,7 @@ class Event:
 
     def to_json(self) -> str:
         """One line of JSON (no NaN: non-finite numbers become null)."""
-        from ran.results import to_jsonable
+        from ran.util.results import to_jsonable
 
         return json.dumps(to_jsonable(asdict(self)), ensure_ascii=False, allow_nan=False)
 

@@ -22,7 +22,7 @@ import torch
 
 from ran.agent.config import AgentError
 from ran.agent.passes import PASS_KINDS
-from ran.atomic import atomic_save_safetensors, atomic_write_json
+from ran.util.atomic import atomic_save_safetensors, atomic_write_json
 
 FORMAT = "ran-agent-gate"
 WEIGHTS, CONFIG = "gate.safetensors", "gate.json"
@@ -113,7 +113,7 @@ class OutputGate:
     # ------------------------------------------------------------------ disk
     def save(self, folder) -> Path:
         """Write ``gate.safetensors`` then ``gate.json`` into ``folder`` (atomically)."""
-        from ran.results import to_jsonable
+        from ran.util.results import to_jsonable
 
         folder = Path(folder)
         tensors = {"weight": self.weight, "mean": self.mean, "std": self.std}

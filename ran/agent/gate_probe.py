@@ -32,8 +32,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, fields
 
-from ran import wordlists as WL
-from ran.data import check_split
+from ran.tasks import wordlists as WL
+from ran.tasks.data import check_split
 
 EMIT = frozenset({"addressed", "question", "cue", "cued"})
 CATEGORIES = ("addressed", "question", "cue", "cued", "statement", "mention", "bare", "idle")

@@ -20,7 +20,7 @@ import torch
 from ran.agent.gate import AlwaysEmit, OutputGate, features, fit
 from ran.agent.gate_probe import CATEGORIES, GateProbe
 from ran.agent.passes import encode, forward, state_vector
-from ran.episodes import wilson_interval
+from ran.util.stats import wilson_interval
 
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1, 1.0)  # candidate L2 strengths (picked on validation)
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # candidate thresholds

@@ -23,7 +23,7 @@ import torch
 from ran.agent.config import SchedulerConfig
 from ran.agent.gate_probe import NOUNS, TEMPLATES
 from ran.agent.passes import encode, forward
-from ran.episodes import wilson_interval
+from ran.util.stats import wilson_interval
 
 K_VALUES = (0, 1, 2, 4, 8, 16, 32)  # idle ticks since the last message, the probe's classes
 

@@ -1,6 +1,6 @@
 """The Reservoir Agent's runtime: one injected model whose state and context buffer belong to it.
 
-:class:`ReservoirAgent` owns the injected model (a :class:`ran.surgery.RANHandle`,
+:class:`ReservoirAgent` owns the injected model (a :class:`ran.mechanisms.reservoir_slots.RANHandle`,
 usually loaded from an adapter), the output gate, the reservoir state r(t), a
 bounded context buffer and its counters. Nothing is ever wiped between passes.
 A pass is one of
@@ -74,8 +74,8 @@ class ReservoirAgent:
 
     Parameters
     ----------
-    handle : ran.surgery.RANHandle
-        The injected model (``handle.model``), e.g. from :func:`ran.adapter.from_pretrained`.
+    handle : ran.mechanisms.reservoir_slots.RANHandle
+        The injected model (``handle.model``), e.g. from :func:`ran.mechanisms.adapter.from_pretrained`.
     tokenizer
         The model's tokenizer.
     gate : OutputGate or AlwaysEmit, optional
@@ -118,7 +118,7 @@ class ReservoirAgent:
         ``gate``: an OutputGate, AlwaysEmit, a gate folder, or None for
         ``<adapter>/output_gate`` (always-emit when that folder does not exist).
         """
-        from ran.cli import load_adapter
+        from ran.cli.common import load_adapter
 
         _, tok, handle, _ = load_adapter(adapter_dir)
         if gate is None and (Path(adapter_dir) / GATE_DIR).is_dir():

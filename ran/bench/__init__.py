@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from ran.results import Outputs
+from ran.util.results import Outputs
 
 # CLI name -> (section in bench.json, module with ``run(outputs) -> section``)
 BENCHES = {

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
-from ran.models import SMOLLM2, load_model
-from ran.results import Outputs
+from ran.injection.models import SMOLLM2, load_model
+from ran.util.results import Outputs
 
 TICK_TARGET_MS = 1.0  # idle tick latency budget (issue 19)
 PASS_TARGET = 1.05  # prompted pass / plain forward
@@ -113,8 +113,9 @@ def _ticks(agent, n: int, rss_every: int | None = None):
 
 
 def measure(cfg: AgentBenchConfig, folder: Path) -> dict:
-    from ran.reservoir import ReservoirConfig
-    from ran.surgery import InjectionConfig, inject
+    from ran.injection.config import InjectionConfig
+    from ran.mechanisms.reservoir_slots import inject
+    from ran.reservoir.esn import ReservoirConfig
 
     plain, tok = load_model(cfg.model_name, seed=cfg.seed)
     injected, _ = load_model(cfg.model_name, seed=cfg.seed)

@@ -1,6 +1,6 @@
-"""Evaluation time with and without reusing the frozen lower layers (:mod:`ran.lowercache`).
+"""Evaluation time with and without reusing the frozen lower layers (:mod:`ran.injection.lowercache`).
 
-One evaluation is :func:`ran.episodes.evaluate` with every control on the same
+One evaluation is :func:`ran.tasks.episodes.evaluate` with every control on the same
 secret-word test episodes, on a model with the reservoir injected (gate open;
 a trained readout costs the same). Three arms, interleaved with the order
 alternating between repetitions so that drifts in machine load hit them alike:
@@ -28,13 +28,14 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ran import lowercache as LC
 from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
-from ran.episodes import CONTROLS, evaluate
-from ran.models import SMOLLM2, load_model
-from ran.probes import make_probe
-from ran.results import Outputs
-from ran.surgery import InjectionConfig, inject
+from ran.injection import lowercache as LC
+from ran.injection.config import InjectionConfig
+from ran.injection.models import SMOLLM2, load_model
+from ran.mechanisms.reservoir_slots import inject
+from ran.tasks.episodes import CONTROLS, evaluate
+from ran.tasks.probes import make_probe
+from ran.util.results import Outputs
 
 TARGET = 0.70  # the saving estimated before the store was built (about 30% of evaluation)
 ARMS = ("off", "on", "shared")

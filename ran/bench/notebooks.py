@@ -20,7 +20,7 @@ import json
 import time
 
 from ran.bench.store import check, section_met, verdict
-from ran.results import Outputs
+from ran.util.results import Outputs
 
 NOTEBOOKS = ("01", "02", "03", "04", "05")
 TARGET_MINUTES = 60.0  # all notebooks of the default profile, cold, on 2 CPU cores (issue 6)

@@ -18,22 +18,13 @@ import numpy as np
 import torch
 
 from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
-from ran.models import SMOLLM2, load_model
-from ran.results import Outputs
-from ran.surgery import InjectionConfig, inject
+from ran.evaluation.quality import time_forward
+from ran.injection.config import InjectionConfig
+from ran.injection.models import SMOLLM2, load_model
+from ran.mechanisms.reservoir_slots import inject
+from ran.util.results import Outputs
 
 TARGET = 1.02  # the overhead budget of the design
-
-
-def _time_forward(model, ids: torch.Tensor, inner: int = 1) -> float:
-    """The fastest of ``inner`` forward passes (the least disturbed by other load)."""
-    best = float("inf")
-    for _ in range(inner):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            model(input_ids=ids, use_cache=False)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def layer_extra_cost(handle, seq_len: int, reps: int = 200, seed: int = 0) -> dict:
@@ -87,16 +78,16 @@ def measure(
         gen = torch.Generator().manual_seed(seed)
         ids = torch.randint(0, plain.config.vocab_size, (1, seq_len), generator=gen)
         for _ in range(warmup):
-            _time_forward(plain, ids)
-            _time_forward(injected, ids)
+            time_forward(plain, ids)
+            time_forward(injected, ids)
         t_plain, t_inj = [], []
         for i in range(reps):
             if i % 2 == 0:
-                t_plain.append(_time_forward(plain, ids, inner))
-                t_inj.append(_time_forward(injected, ids, inner))
+                t_plain.append(time_forward(plain, ids, inner))
+                t_inj.append(time_forward(injected, ids, inner))
             else:
-                t_inj.append(_time_forward(injected, ids, inner))
-                t_plain.append(_time_forward(plain, ids, inner))
+                t_inj.append(time_forward(injected, ids, inner))
+                t_plain.append(time_forward(plain, ids, inner))
         handle.reset_state()
         layer = layer_extra_cost(handle, seq_len, seed=seed)
         handle.remove()

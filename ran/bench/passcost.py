@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ran import slots as S
 from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
-from ran.data import token_blocks
-from ran.models import SMOLLM2, load_model
-from ran.results import Outputs
-from ran.surgery import InjectionConfig, inject
+from ran.injection import slots as S
+from ran.injection.config import InjectionConfig
+from ran.injection.models import SMOLLM2, load_model
+from ran.mechanisms.reservoir_slots import inject
+from ran.tasks.data import token_blocks
+from ran.util.results import Outputs
 
 TARGET = 1.05  # reservoir arm: pass-t_last / pass-1 time must not grow beyond this
 ARMS = ("reservoir", "context")
@@ -51,7 +52,7 @@ class PassCostConfig:
     Parameters
     ----------
     model_name : str
-        Registry name of the model (see :func:`ran.models.available_models`).
+        Registry name of the model (see :func:`ran.injection.models.available_models`).
     pass_len : int
         Tokens per pass.
     points : tuple of int

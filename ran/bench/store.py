@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ran.results import Outputs, figure, save_results, table, text
+from ran.util.results import Outputs, figure, save_results, table, text
 
 NAME = "bench"
 SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks", "training", "agent")

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from ran.bench.store import check, section_met, verdict
-from ran.dynamics import make_drive
-from ran.reservoir import ReservoirBank, ReservoirConfig
-from ran.results import Outputs
+from ran.reservoir.dynamics import make_drive
+from ran.reservoir.esn import ReservoirBank, ReservoirConfig
+from ran.util.results import Outputs
 
 SIZES = {  # profile -> grid of the benchmark
     "smoke": dict(units=50, n_sr=4, n_seeds=2, steps=100),

@@ -4,15 +4,15 @@ The workload is the pipeline's commonest: several runs of one training config th
 differ only in the reservoir seed (notebook 05's seed study; the mechanisms of
 notebook 04 likewise share their episodes), so every run sees the same episodes in the
 same batch order. Each arm trains the same ``n_configs`` runs from an empty run cache
-(its own output root, so nothing is loaded) through :mod:`ran.jobs`:
+(its own output root, so nothing is loaded) through :mod:`ran.training.jobs`:
 
 * ``serial``: one process (this one) with ``cores()`` torch threads and the in-process
-  store of :mod:`ran.lowercache`: the pipeline's notebook loop before the workers;
+  store of :mod:`ran.injection.lowercache`: the pipeline's notebook loop before the workers;
 * ``serial_1t``: the same with 1 torch thread, the bit-identity reference of the workers;
 * ``workers``: 2 worker processes of the local executor (submitit), 1 torch thread
   each; a job is a fresh process, so nothing is shared between runs;
 * ``shared``: the same 2 workers sharing the frozen lower layers' outputs on disk
-  (:mod:`ran.lowerdisk`, a fresh folder): a run reuses what the runs before it, in
+  (:mod:`ran.injection.lowerdisk`, a fresh folder): a run reuses what the runs before it, in
   either worker, computed.
 
 Throughput is optimiser steps per second of the arm's wall time (model loading and
@@ -39,14 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ran import lowercache as LC
 from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
-from ran.executors import run_jobs
-from ran.jobs import cores, spec_for
-from ran.models import SMOLLM2
-from ran.reservoir import ReservoirConfig
-from ran.results import Outputs
-from ran.train import TrainConfig
+from ran.injection import lowercache as LC
+from ran.injection.models import SMOLLM2
+from ran.reservoir.esn import ReservoirConfig
+from ran.training.config import TrainConfig
+from ran.training.executors import run_jobs
+from ran.training.jobs import cores, spec_for
+from ran.util.results import Outputs
 
 TARGET_WORKERS = 1.16  # the lower end of the 1.16-1.39x measured before the layout was chosen
 ARMS = ("serial", "serial_1t", "workers", "shared")
@@ -122,8 +122,9 @@ def _arm(name: str, cfgs, tmp: Path) -> dict:
 
 def step_times(cfg: TrainConfig, tmp: Path, n_batches: int) -> dict:
     """One training step (episodes, loss, backward) per batch in three modes, interleaved."""
-    from ran.episodes import EpisodeRunner
-    from ran.train import _build, _named_trainable
+    from ran.mechanisms.adapter import _named_trainable
+    from ran.tasks.episodes import EpisodeRunner
+    from ran.training.train import _build
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,0 +1,1 @@
+"""Figures of the notebooks (plotting only: no cached value depends on them)."""

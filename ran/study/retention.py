@@ -1,0 +1,351 @@
+"""Notebook 06's computation: retention curves, half-lives, regime grids and their findings.
+
+A *configuration* is a trained :class:`ran.training.config.TrainConfig` on the
+``fact_in_text`` probe (the key inside running text). Each is evaluated on
+the held-out test split (keys, templates, distractor wordings and plays never
+seen in training) along two axes, with every control on the identical
+episodes:
+
+* distractor passes ``d`` between the fact and the question;
+* idle reservoir ticks ``n`` (u = 0) before the question.
+
+The *retention half-life* of a curve is the number of passes (or ticks) after
+which recall is halfway between its value at 0 and chance, interpolated
+linearly between measured points; a curve that never falls that far within
+the measured range has a half-life beyond its last point (reported as
+``> max``). The in-distribution row (training keys and templates on test
+text) sits beside the held-out one.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ran.study.tables import fmt_acc
+from ran.tasks import probes as P
+from ran.tasks.episodes import CONTROLS, evaluate
+from ran.util.memo import memo
+from ran.util.results import table, text
+from ran.util.stats import above
+
+HELDOUT_TEXT = dict(lines_before=(1, 2), lines_after=(1, 2))  # the key always inside text
+
+
+def test_episodes(cfg, n_test: int, probe_name: str | None = None, **override) -> list[P.Episode]:
+    """Held-out test episodes of a run's probe (or ``probe_name`` with the same parameters):
+    the key inside text, ``override`` applied (e.g. ``distractors=(8,)``,
+    ``idle_steps=(32,)``, ``heldout=False``, ``k=64``)."""
+    params = {"seed": cfg.seed} | dict(cfg.probe_params)
+    params |= {"distractors": (0,), "idle_steps": (0,), "n_test": n_test} | HELDOUT_TEXT
+    return P.make_probe(probe_name or cfg.probe, **(params | override)).splits()["test"]
+
+
+def evaluate_condition(run, outputs, n_test: int, controls=CONTROLS, batch_size=32, **override):
+    """Every control on the held-out test episodes of one condition (memoised by run)."""
+    key = dict(run=run.hash, n=n_test, controls=list(controls), **override)
+
+    def compute():
+        eps = test_episodes(run.config, n_test, **override)  # probe_name passes through
+        return evaluate(run.handle, run.tokenizer, eps, tuple(controls), batch_size)
+
+    res = memo(outputs, "retention", key, compute)
+    return {c: {k: v for k, v in res[c].items() if k != "pred"} for c in controls} | {
+        "chance": res["chance"],
+        "n": res["n"],
+    }
+
+
+def curve(run, outputs, axis: str, values, n_test: int, controls=CONTROLS) -> list[dict]:
+    """Recall along ``axis`` ("distractors" or "idle_steps") at each of ``values``."""
+    if axis not in ("distractors", "idle_steps"):
+        raise ValueError(f"axis must be 'distractors' or 'idle_steps', got {axis!r}")
+    return [
+        evaluate_condition(run, outputs, n_test, controls, **{axis: (int(v),)}) | {axis: int(v)}
+        for v in values
+    ]
+
+
+def half_life(xs, accs, chance: float) -> float | None:
+    """Passes until recall falls halfway from its value at ``xs[0]`` to ``chance``.
+
+    Linear interpolation between measured points; ``math.inf`` when recall never
+    falls that far within ``xs``; None when the first point is not above chance
+    (there is nothing to retain).
+    """
+    if len(xs) != len(accs) or not xs:
+        raise ValueError("half_life needs equal-length, non-empty xs and accs")
+    start = accs[0]
+    if not start > chance:
+        return None
+    mid = (start + chance) / 2
+    pts = list(zip(xs, accs, strict=True))
+    for (x0, a0), (x1, a1) in zip(pts[:-1], pts[1:], strict=True):
+        if a1 <= mid:
+            return x0 + (x1 - x0) * (a0 - mid) / (a0 - a1) if a0 != a1 else float(x1)
+    return math.inf
+
+
+def fmt_half(h: float | None, last) -> str:
+    """A half-life as text: a number, ``> last`` or ``n/a`` (nothing above chance)."""
+    if h is None:
+        return "n/a"
+    return f"> {last}" if math.isinf(h) else f"{h:.1f}"
+
+
+def curve_table(label: str, axis: str, rows: list[dict], controls) -> dict:
+    """A findings table of one configuration's curve (accuracy and CI per control)."""
+    cols = [axis.replace("_steps", " ticks"), *controls, "chance"]
+    body = [[r[axis], *[fmt_acc(r[c]) for c in controls], r["chance"]] for r in rows]
+    return table(f"{label}: held-out recall vs {cols[0]} (95% Wilson CIs)", cols, body)
+
+
+def summary_rows(configs: dict[str, dict]) -> list[list]:
+    """One row per configuration: recall at d = 0, at the largest d, after the most idle
+    ticks, both half-lives, the reset and stateless controls at d = 0, train minutes."""
+    out = []
+    for label, c in configs.items():
+        d, i = c["distractors"], c["idle"]
+        chance = d[0]["chance"]
+        hd = hi = None  # no half-life when recall at 0 is not clearly above its reset control
+        if above(d[0]["reservoir"], d[0]["reset"]):
+            hd = half_life(
+                [r["distractors"] for r in d], [r["reservoir"]["acc"] for r in d], chance
+            )
+            hi = half_life([r["idle_steps"] for r in i], [r["reservoir"]["acc"] for r in i], chance)
+        out.append(
+            [
+                label,
+                d[0]["reservoir"]["acc"],
+                d[-1]["reservoir"]["acc"],
+                i[-1]["reservoir"]["acc"],
+                fmt_half(hd, d[-1]["distractors"]),
+                fmt_half(hi, i[-1]["idle_steps"]),
+                d[0]["reset"]["acc"],
+                d[0]["stateless"]["acc"],
+                c.get("in_distribution", {}).get("reservoir", {}).get("acc"),
+                c["train_min"],
+            ]
+        )
+    return out
+
+
+SUMMARY_COLUMNS = [
+    "configuration",
+    "d=0",
+    "d=max",
+    "idle max",
+    "half-life (passes)",
+    "half-life (ticks)",
+    "reset d=0",
+    "stateless d=0",
+    "in-dist. d=0",
+    "train min",
+]
+
+
+def headline(label: str, c: dict, k: int) -> dict:
+    """The generated headline sentence of the first configuration (the learned write side)."""
+    d, i = c["distractors"], c["idle"]
+    d8 = next((r for r in d if r["distractors"] == 8), d[-1])
+    verdict = "above" if above(d[0]["reservoir"], d[0]["reset"]) else "NOT above"
+    return text(
+        f"Learned write side ({label}), K = {k}, key inside running text, held-out keys and "
+        f"templates: recall {fmt_acc(d[0]['reservoir'])} at d = 0 (reset {d[0]['reset']['acc']:.3f}, "
+        f"stateless {d[0]['stateless']['acc']:.3f}, chance {d[0]['chance']:.4f}); "
+        f"{fmt_acc(d8['reservoir'])} after {d8['distractors']} distractor passes; "
+        f"{fmt_acc(i[-1]['reservoir'])} after {i[-1]['idle_steps']} idle ticks "
+        f"(n = {d[0]['n']} episodes per point). At d = 0 recall is {verdict} the reset "
+        f"control with non-overlapping 95% CIs."
+    )
+
+
+# ----------------------------------------------------------------------------- configurations
+# Write sides compared on the same probe and budget (TrainConfig overrides).
+WRITE_SIDES = {
+    "pure": dict(pooling="last", drive_source="output", write_gate=False),  # the original RAN
+    "mean": dict(pooling="mean", drive_source="input", write_gate=False),
+    "attn": dict(pooling="attn", drive_source="input", write_gate=False),
+    "attn+gate": dict(pooling="attn", drive_source="input", write_gate=True),
+    "token+gate": dict(pooling="token", drive_source="input", write_gate=True),
+}
+CURVE_CONTROLS = ("reservoir", "reset", "stateless")  # along the curves (cheap, every point)
+POINT_CONTROLS = CONTROLS  # at d = 0: every control, the shuffled state and the oracle too
+
+
+def config_for(base, write_side: str, lr: float | None = None, sr: float | None = None, **kw):
+    """``base`` (a TrainConfig) with a named write side, a reservoir regime and overrides."""
+    from dataclasses import replace
+
+    if write_side not in WRITE_SIDES:
+        raise ValueError(
+            f"unknown write side {write_side!r}; choose one of {', '.join(WRITE_SIDES)}"
+        )
+    res = base.reservoir
+    res = replace(res, lr=res.lr if lr is None else lr, sr=res.sr if sr is None else sr)
+    return replace(base, reservoir=res, **(WRITE_SIDES[write_side] | kw))
+
+
+def study(run, outputs, d_list, idle_list, n_test: int, two_facts: bool = True) -> dict:
+    """Everything notebook 06 measures on one trained run: the distractor and idle curves
+    (held-out), every control at d = 0, the in-distribution row and the two-facts probe."""
+    out = {
+        "hash": run.hash,
+        "train_min": run.wall_time_s / 60,
+        "loaded": run.loaded,
+        "best_val": run.history.get("best_val_acc"),
+        "distractors": curve(run, outputs, "distractors", d_list, n_test, CURVE_CONTROLS),
+        "idle": curve(run, outputs, "idle_steps", idle_list, n_test, CURVE_CONTROLS),
+        "all_controls": evaluate_condition(run, outputs, n_test, POINT_CONTROLS),
+        "in_distribution": evaluate_condition(
+            run, outputs, n_test, ("reservoir", "reset"), heldout=False
+        ),
+    }
+    if two_facts and run.config.probe == "fact_in_text":
+        out["two_facts"] = evaluate_condition(
+            run, outputs, n_test, ("reservoir", "reset", "stateless"), probe_name="two_facts"
+        )
+    return out
+
+
+def _default(field: str):
+    from ran.tasks.realism import FactInText
+
+    return FactInText.__dataclass_fields__[field].default
+
+
+def point(rows: list[dict], axis: str, value: int) -> dict:
+    """The point of a curve at ``value`` (the last one when ``value`` was not measured)."""
+    return next((r for r in rows if r[axis] == value), rows[-1])
+
+
+def bar_rows(measured: dict[str, dict]) -> list[dict]:
+    """Rows (configuration, condition, acc, lo, hi) of the CI-bar panel: d = 0, d = 8
+    (or the largest d), the most idle ticks, and the in-distribution row."""
+    rows = []
+    for label, m in measured.items():
+        d8 = point(m["distractors"], "distractors", 8)
+        picks = {
+            "d=0": m["distractors"][0]["reservoir"],
+            f"d={d8['distractors']}": d8["reservoir"],
+            f"idle {m['idle'][-1]['idle_steps']}": m["idle"][-1]["reservoir"],
+            "in-dist. d=0": m["in_distribution"]["reservoir"],
+        }
+        for cond, s in picks.items():
+            rows.append(
+                dict(
+                    configuration=label,
+                    condition=cond,
+                    acc=s["acc"],
+                    lo=s["ci_low"],
+                    hi=s["ci_high"],
+                )
+            )
+    return rows
+
+
+def findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs) -> list[dict]:
+    """Notebook 06's findings blocks: headline, summary table, curves, grid, capacity."""
+    from ran.tasks import wordlists as WL
+    from ran.util.results import figure
+
+    b = measured[best_label]
+    out = [headline(best_label, b, k) | {"headline": True}]
+    sizes = {w: [len(WL.POOLS[w][s]) for s in ("train", "val", "test")] for w in WL.POOLS}
+    out.append(
+        text(
+            "Probe pools (train / val / test, pairwise disjoint): "
+            + "; ".join(f"{w} {a} / {v} / {t}" for w, (a, v, t) in sizes.items())
+            + f". At test the key has {HELDOUT_TEXT['lines_before']} Shakespeare lines before "
+            f"it and {HELDOUT_TEXT['lines_after']} after it (training: {_default('lines_before')} "
+            f"before, {_default('lines_after')} after)."
+        )
+    )
+    ac = b["all_controls"]
+    out.append(
+        text(
+            f"Every control at d = 0 ({best_label}): reservoir {fmt_acc(ac['reservoir'])}, reset "
+            f"{ac['reset']['acc']:.3f}, shuffled state {ac['shuffled']['acc']:.3f}, stateless "
+            f"{ac['stateless']['acc']:.3f}, in-context oracle {ac['oracle']['acc']:.3f}; "
+            f"in-distribution (training keys and templates) {fmt_acc(b['in_distribution']['reservoir'])}."
+        )
+    )
+    if "two_facts" in b:
+        tf = b["two_facts"]
+        out.append(
+            text(
+                f"Two facts bound to names in different passes ({best_label}): "
+                f"{fmt_acc(tf['reservoir'])} (reset {tf['reset']['acc']:.3f}, stateless "
+                f"{tf['stateless']['acc']:.3f}, chance {tf['chance']:.4f})."
+            )
+        )
+    out.append(
+        table(
+            f"Held-out recall per configuration (K = {k}): d = distractor passes, idle = "
+            "ticks; half-lives interpolate between measured points",
+            SUMMARY_COLUMNS,
+            summary_rows(measured),
+        )
+    )
+    for label, m in measured.items():
+        out.append(curve_table(label, "distractors", m["distractors"], CURVE_CONTROLS))
+        out.append(curve_table(label, "idle_steps", m["idle"], CURVE_CONTROLS))
+    if grid_df is not None and len(grid_df):
+        rows = grid_df[["lr", "sr", "d0", "d8", "idle32"]].values.tolist()
+        out.append(
+            table(
+                "Regime grid (best write side): held-out recall at d = 0, after 8 distractor "
+                "passes and after the most idle ticks, by leak rate lr and spectral radius sr",
+                ["lr", "sr", "d=0", "d=8", "idle max"],
+                rows,
+            )
+        )
+    if large is not None:
+        d0 = large["d0"]
+        out.append(
+            text(
+                f"Capacity, K = {k_large} held-out keys ({best_label}): {fmt_acc(d0['reservoir'])} at "
+                f"d = 0 (reset {d0['reset']['acc']:.3f}, stateless {d0['stateless']['acc']:.3f}, "
+                f"chance {d0['chance']:.4f}); {fmt_acc(large['d8']['reservoir'])} after 8 distractors."
+            )
+        )
+    out.append(
+        figure(
+            fig_path,
+            "Held-out recall vs distractor passes and idle ticks (95% CI bands; dashed: reset "
+            "control; dotted: chance), CI bars per condition, and the lr x sr regime grid.",
+            outputs,
+        )
+    )
+    return out
+
+
+def plan(base, best, best_lr, best_sr, compare=(), grid_lr=(), grid_sr=(), k_large=0):
+    """Notebook 06's training runs: ``(configs, grid, large)``.
+
+    ``configs``: the best write side at the best regime (first), each write side of
+    ``compare`` at that regime, and the no-recurrence reference (W = 0); ``grid``:
+    ``{(lr, sr): config}`` of the best write side; ``large``: the best at ``K = k_large``
+    (None when 0). Runs shared by several entries have one hash and train once.
+    """
+    configs = {f"{best} lr={best_lr:g} sr={best_sr:g}": config_for(base, best, best_lr, best_sr)}
+    for name in compare:
+        configs[f"{name} lr={best_lr:g} sr={best_sr:g}"] = config_for(base, name, best_lr, best_sr)
+    configs["no recurrence (W = 0)"] = config_for(base, best, best_lr, best_sr, recurrence=False)
+    grid = {(lr, sr): config_for(base, best, lr, sr) for lr in grid_lr for sr in grid_sr}
+    large = None
+    if k_large:
+        first = next(iter(configs.values()))
+        large = config_for(
+            base, best, best_lr, best_sr, probe_params=first.probe_params | {"k": k_large}
+        )
+    return configs, grid, large
+
+
+def save_adapter(run, outputs, name: str) -> str:
+    """Save ``run``'s trained memory as the adapter ``data/adapters/<name>`` of the profile
+    (with its TrainConfig, so ``python -m ran eval`` knows the probe); returns its path."""
+    from ran.mechanisms.adapter import save_pretrained
+
+    path = outputs.base / "data" / "adapters" / name
+    save_pretrained(run.handle, path, run.config.model_name, run.config)
+    return outputs.rel(path)

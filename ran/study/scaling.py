@@ -1,0 +1,144 @@
+"""The RAN pipeline across models and reservoir sizes: one short recall run per point.
+
+A *point* is one :class:`ran.training.config.TrainConfig` (model, reservoir units and
+input scaling, K). :func:`scaling_point` trains (or loads) it and measures,
+on the same code path for every architecture (GPT-2, Qwen2, Llama):
+
+* recall on the test episodes with the reset, shuffled and stateless controls
+  and chance (95% Wilson CIs);
+* ΔPPL at init (gate closed: must equal the base exactly) and after training
+  with the state carried from a probe pass (paired bootstrap 95% CIs);
+* the forward-time overhead ratio (bootstrap 95% CI of the median);
+* the base model's parameter count and the training wall time.
+"""
+
+from __future__ import annotations
+
+from ran.evaluation import measure as M
+from ran.mechanisms.registry import trainable_count
+from ran.study import compare as C
+from ran.study import h1
+from ran.study import tables as CT
+from ran.tasks.episodes import evaluate
+from ran.training.config import TrainConfig
+from ran.training.train import train
+from ran.util.memo import memo
+
+SCALE_CONTROLS = ("reservoir", "reset", "shuffled", "stateless")
+SCALE_COLUMNS = ["model", "model params (M)", "units", "input scaling", "K", "recall", "reset",
+                 "stateless", "chance", "ΔPPL init (%)", "ΔPPL trained (%)", "overhead ratio",
+                 "train wall (min)"]  # fmt: skip
+
+
+def n_params(model) -> int:
+    """Number of parameters of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def parse_list(text: str, cast=str) -> list:
+    """``"a,b,c"`` -> ``[cast(a), cast(b), cast(c)]`` (blanks dropped)."""
+    out = [cast(x.strip()) for x in str(text).split(",") if x.strip()]
+    if not out:
+        raise ValueError(f"expected a non-empty comma-separated list, got {text!r}")
+    return out
+
+
+def per_model(models: list[str], values: str, cast=float) -> list:
+    """One value per model from a comma string: one value for all, or exactly one each."""
+    vals = parse_list(values, cast)
+    if len(vals) == 1:
+        return vals * len(models)
+    if len(vals) != len(models):
+        raise ValueError(f"need 1 or {len(models)} values for {len(models)} models, got {values!r}")
+    return vals
+
+
+def scaling_point(
+    cfg: TrainConfig,
+    outputs=None,
+    n_test: int = 128,
+    ppl_blocks: int = 8,
+    block_len: int = 128,
+    overhead_reps: int = 5,
+    progress: bool = False,
+) -> dict:
+    """Train (or load) one point and measure recall, ΔPPL and overhead.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        A secret-word run (``probe="secret_word"``, reservoir kind).
+    outputs : ran.util.results.Outputs, optional
+        Where the run is cached.
+    n_test : int
+        Test episodes (identical for every control).
+    ppl_blocks, block_len : int
+        Held-out perplexity blocks and tokens per block (also the overhead length).
+    overhead_reps : int
+        Interleaved timing repetitions.
+    progress : bool
+        Show the training progress bar.
+
+    Returns
+    -------
+    dict
+        ``model_name``, ``model_params``, ``units``, ``input_scaling``, ``k``,
+        ``recall`` (evaluation with controls), ``dppl_init``, ``dppl_trained``,
+        ``overhead``, ``trainable_params``, ``run``. With ``outputs``, cached
+        (:mod:`ran.util.memo`) by every argument and the code.
+    """
+    if cfg.probe != "secret_word" or cfg.kind != "reservoir":
+        raise ValueError("a scaling point is a secret-word run of the reservoir kind")
+    args = (cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, progress)
+    key = _point_key(cfg, n_test, ppl_blocks, block_len, overhead_reps)
+    return memo(outputs, "scaling", key, _scaling_point, *args)
+
+
+def _point_key(cfg, n_test, ppl_blocks, block_len, overhead_reps) -> dict:
+    return dict(run=cfg.config_hash(), n_test=n_test, blocks=ppl_blocks, block_len=block_len,
+                reps=overhead_reps)  # fmt: skip
+
+
+def point_cached(cfg, outputs, n_test=128, ppl_blocks=8, block_len=128, overhead_reps=5) -> bool:
+    """Whether :func:`scaling_point` with these arguments is cached (needs no training)."""
+    from ran.util.memo import cached
+
+    return cached(outputs, "scaling", _point_key(cfg, n_test, ppl_blocks, block_len, overhead_reps))
+
+
+def _scaling_point(cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, progress):
+    res = train(cfg, outputs, progress=progress)
+    eps = h1.probe_test_episodes("secret_word", cfg.probe_params, cfg.seed, n_test=n_test)
+    recall = evaluate(res.handle, res.tokenizer, eps, SCALE_CONTROLS, cfg.eval_batch_size,
+                      cfg.scoring)  # fmt: skip
+    base = M.base_reference(cfg.model_name, block_len, ppl_blocks, model_seed=cfg.model_seed)
+    out = {
+        "model_name": cfg.model_name,
+        "model_params": n_params(base.model),
+        "units": cfg.reservoir.units,
+        "input_scaling": cfg.reservoir.input_scaling,
+        "k": cfg.make_probe().n_candidates,
+        "trainable_params": trainable_count(res.handle),
+        "recall": recall,
+        "dppl_init": M.dppl_at_init(base, "reservoir", cfg.injection_config()),
+        "dppl_trained": M.dppl_carried(base, res.model, res.handle, cfg.seed),
+        "overhead": M.overhead(base.model, res.model, block_len, overhead_reps, cfg.seed),
+        "run": C.run_summary(res),
+    }
+    res.handle.reset_state()
+    return out
+
+
+def scaling_rows(points: list[dict]) -> list[list]:
+    """One table row per point (accuracies with 95% Wilson CIs, ΔPPL and overhead with CIs)."""
+    rows = []
+    for p in points:
+        r, d0, d1, o = p["recall"], p["dppl_init"], p["dppl_trained"], p["overhead"]
+        rows.append(
+            [p["model_name"], p["model_params"] / 1e6, p["units"], p["input_scaling"], p["k"],
+             CT.fmt_acc(r["reservoir"]), CT.fmt_acc(r["reset"]), CT.fmt_acc(r["stateless"]),
+             r["chance"], CT.fmt_ci(d0["dppl_pct"], d0["ci95"]),
+             CT.fmt_ci(d1["dppl_pct"], d1["ci95"]), CT.fmt_ci(o["median_ratio"], o["ci95"], ".3f"),
+             p["run"]["wall_time_s"] / 60]
+        )  # fmt: skip
+    return rows

