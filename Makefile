@@ -41,7 +41,7 @@ test-browser: $(STAMP)  ## the notebook-01 sliders in JupyterLab, headless Chrom
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
 	$(PIP) install --quiet "$$(grep -E '^playwright==' requirements.txt)"
-	$(PY) -m pytest -q -m browser tests/test_browser.py
+	$(PY) -m pytest -q -m browser tests/acceptance/test_browser.py
 
 lint: $(STAMP)  ## ruff check and format check only
 	$(PY) -m ruff check ran notebooks tests

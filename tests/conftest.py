@@ -4,10 +4,17 @@ rule that a test which loads the embedded SmolLM2 model is marked ``slow`` (so t
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from ran.injection.models import load_model
+
+# tests/ on the path, so tests in tests/unit/<subpackage>/, tests/integration/ and
+# tests/acceptance/ import the shared helpers (conftest, agent_helpers) by name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _MODELS: dict = {}
 

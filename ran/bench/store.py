@@ -14,38 +14,13 @@ import json
 import math
 import time
 
-import numpy as np
-
 from ran.util.results import Outputs, figure, save_results, table, text
+from ran.util.stats import bootstrap_median_ci  # noqa: F401  (used by the benchmarks)
 
 NAME = "bench"
 SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks", "training", "agent")
 OPS = ("<=", ">=")
 SEED = 0
-
-
-def bootstrap_median_ci(x, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
-    """Percentile bootstrap CI of the median of ``x``.
-
-    Parameters
-    ----------
-    x : array_like
-        One-dimensional sample (at least one value).
-    n_boot, seed, level
-        Resamples, their seed, and the coverage of the interval.
-
-    Returns
-    -------
-    (float, float)
-        Lower and upper bounds.
-    """
-    x = np.asarray(x, dtype=float)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"bootstrap_median_ci needs a non-empty 1-D sample, got shape {x.shape}.")
-    rng = np.random.default_rng(seed)
-    meds = np.median(rng.choice(x, size=(n_boot, x.size), replace=True), axis=1)
-    lo, hi = np.quantile(meds, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def check(measure: str, value: float | None, target: float | None, op: str = "<=") -> dict:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ran.injection.config import InjectionConfig
+from ran.injection.handle import MemoryHandle
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ def register(kind: str, **declared):
     """Class decorator: register a MemoryHandle subclass as the mechanism ``kind``."""
 
     def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, MemoryHandle)):
+            raise TypeError(f"a mechanism must subclass ran.injection.handle.MemoryHandle: {cls!r}")
         if kind in _REGISTRY and _REGISTRY[kind].cls is not cls:
             raise ValueError(f"mechanism kind {kind!r} is already registered")
         spec = Mechanism(kind, cls, **declared)

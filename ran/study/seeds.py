@@ -27,10 +27,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from ran.reservoir.esn import Reservoir, ReservoirConfig
 from ran.training.config import TrainConfig
+from ran.util.stats import (  # noqa: F401  (the tests of notebook 05, named here too)
+    anova_oneway,
+    chi2_homogeneity,
+    cochran_q,
+    spearman_bootstrap,
+)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -73,107 +78,6 @@ def seed_variance(df: pd.DataFrame, best: pd.Series, col: str = "test_acc") -> d
 
 
 # ----------------------------------------------------------------------------- tests across seeds
-def anova_oneway(groups: Sequence[Sequence[float]]) -> dict:
-    """One-way ANOVA (between / within sums of squares) of observations grouped by seed.
-
-    Tests H0: every group has the same mean. With 0/1 observations the
-    normality assumption fails; with groups of a few hundred it is a fair
-    approximation, but :func:`chi2_homogeneity` is the test made for binary data.
-    Returns ``F``, ``p``, ``df_between``, ``df_within`` and ``eta2`` (SS_between / SS_total);
-    ``F`` and ``p`` are NaN when there is no variance within groups.
-    """
-    gs = [np.asarray(g, dtype=float) for g in groups]
-    if len(gs) < 2 or any(len(g) == 0 for g in gs):
-        raise ValueError("ANOVA needs at least two non-empty groups")
-    allx = np.concatenate(gs)
-    grand = allx.mean()
-    ssb = sum(len(g) * (g.mean() - grand) ** 2 for g in gs)
-    ssw = sum(((g - g.mean()) ** 2).sum() for g in gs)
-    dfb, dfw = len(gs) - 1, len(allx) - len(gs)
-    sst = ssb + ssw
-    if ssw <= 0 or dfw <= 0:
-        f = p = float("nan")
-    else:
-        f = (ssb / dfb) / (ssw / dfw)
-        p = float(stats.f.sf(f, dfb, dfw))
-    eta2 = ssb / sst if sst > 0 else float("nan")
-    return {"F": float(f), "p": p, "df_between": dfb, "df_within": dfw, "eta2": float(eta2)}
-
-
-def chi2_homogeneity(correct: Sequence[int], n: Sequence[int]) -> dict:
-    """Pearson chi-square test that every seed has the same success proportion.
-
-    ``correct[i]`` of ``n[i]`` episodes right for seed i: the k x 2 table
-    (right, wrong), no continuity correction, ``k - 1`` degrees of freedom.
-    Returns ``chi2``, ``p``, ``dof``, ``cramers_v`` and ``min_expected`` (the
-    approximation wants it >= 5); NaN when every episode is right (or wrong).
-    """
-    c, m = np.asarray(correct, float), np.asarray(n, float)
-    if len(c) < 2 or np.any(m <= 0) or np.any(c < 0) or np.any(c > m):
-        raise ValueError("need >= 2 groups with 0 <= correct <= n and n > 0")
-    obs = np.stack([c, m - c], 1)
-    exp = m[:, None] * obs.sum(0)[None, :] / m.sum()
-    dof = len(c) - 1
-    if np.any(exp.sum(0) == 0):
-        return {"chi2": float("nan"), "p": float("nan"), "dof": dof, "cramers_v": float("nan"),
-                "min_expected": 0.0}  # fmt: skip
-    chi2 = float(((obs - exp) ** 2 / exp).sum())
-    return {"chi2": chi2, "p": float(stats.chi2.sf(chi2, dof)), "dof": dof,
-            "cramers_v": float(np.sqrt(chi2 / m.sum())), "min_expected": float(exp.min())}  # fmt: skip
-
-
-def cochran_q(correct: np.ndarray) -> dict:
-    """Cochran's Q test of equal success rates across k matched binary conditions.
-
-    ``correct`` is ``(n_episodes, k)``: episode i answered by seed j (every seed
-    sees the same episodes, so the groups are matched, not independent). H0:
-    every seed has the same accuracy. ``Q = (k-1) (k sum C_j^2 - T^2) / (k T - sum R_i^2)``
-    with column totals C, row totals R and grand total T, chi-square with k-1
-    dof (Cochran 1950); for k = 2 it is McNemar's statistic without correction.
-    """
-    x = np.asarray(correct, float)
-    if x.ndim != 2 or x.shape[1] < 2 or not np.isin(x, (0, 1)).all():
-        raise ValueError("need a (n, k >= 2) array of 0/1 outcomes")
-    k = x.shape[1]
-    col, row, tot = x.sum(0), x.sum(1), x.sum()
-    den = k * tot - (row**2).sum()
-    if den <= 0:
-        return {"Q": float("nan"), "p": float("nan"), "dof": k - 1}
-    q = (k - 1) * (k * (col**2).sum() - tot**2) / den
-    return {"Q": float(q), "p": float(stats.chi2.sf(q, k - 1)), "dof": k - 1}
-
-
-def spearman_bootstrap(x, y, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """Spearman rho of paired ``x, y`` with a percentile bootstrap CI over pairs.
-
-    Pairs (seeds) are resampled with replacement; resamples in which x or y is
-    constant (rho undefined) are dropped and counted in ``n_valid``. ``p`` is
-    scipy's (t approximation). Deterministic given ``seed``.
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.shape != y.shape or len(x) < 3:
-        raise ValueError("need paired x, y with at least 3 points")
-    rho = _spearman(x, y)
-    p = float(stats.spearmanr(x, y).pvalue) if np.isfinite(rho) else float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
-    boots = np.array([_spearman(x[i], y[i]) for i in idx])
-    boots = boots[np.isfinite(boots)]
-    a = (1 - level) / 2
-    lo, hi = np.quantile(boots, [a, 1 - a]) if len(boots) else (np.nan, np.nan)
-    return {"rho": rho, "ci_low": float(lo), "ci_high": float(hi), "p": p, "n": len(x),
-            "n_boot": n_boot, "n_valid": int(len(boots)), "level": level}  # fmt: skip
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of average ranks (NaN if either side is constant)."""
-    rx, ry = stats.rankdata(x), stats.rankdata(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = np.sqrt((rx**2).sum() * (ry**2).sum())
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
-
-
-# ----------------------------------------------------------------------------- untrained metrics
 def one_step_metrics(cfg: ReservoirConfig, drives: torch.Tensor, labels: Sequence) -> dict:
     """The reservoir's first state ``r1 = step(0, u)`` on real write-pass drives.
 

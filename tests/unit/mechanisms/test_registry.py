@@ -17,6 +17,7 @@ from ran.injection.handle import MemoryHandle, ReservoirHandle
 from ran.mechanisms import registry
 from ran.training.config import TrainConfig
 from ran.training.train import train
+from ran.util.results import Outputs
 
 
 class ToyReadout(torch.nn.Module):
@@ -71,12 +72,13 @@ def test_builtin_declarations():
         registry.get("nope")
 
 
-def test_a_toy_mechanism_registers_and_trains_two_steps(toy):
+def test_a_toy_mechanism_registers_and_trains_two_steps(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAN_ROOT", str(tmp_path))
     assert toy in registry.kinds() and ToyHandle.kind == toy
     with pytest.raises(ValueError, match="takes no options"):
         registry.make(toy, torch.nn.Module(), InjectionConfig(), cell="gru")
     cfg = TrainConfig(**TINY_RUN | {"kind": toy})
-    res = train(cfg, outputs=None, progress=False)
+    res = train(cfg, Outputs("smoke"), progress=False)
     assert isinstance(res.handle, ToyHandle) and len(res.history["step"]) == 2
     assert all(torch.isfinite(torch.tensor(v)).all() for v in res.history["loss"])
     assert res.handle.readout.gate.item() != TINY_RUN["gate_init"]  # the gate trained
