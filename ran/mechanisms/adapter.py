@@ -3,7 +3,7 @@
 An adapter is a folder with two files:
 
 * ``adapter_config.json``: format version, ``ran`` version, the mechanism kind
-  (a :data:`ran.mechanisms.registry.KINDS` entry) and its options, the full
+  (a :func:`ran.mechanisms.registry.kinds` entry) and its options, the full
   :class:`ran.injection.config.InjectionConfig` (the nested reservoir config included),
   the base model's name and shape, the SHA-256 digest of the reservoir's fixed
   ``W``, ``W_in`` and ``b``, the LoRA config (if any), the SHA-256 of the

@@ -1,6 +1,6 @@
 """One comparison of the cross-pass memory mechanisms on one model, every number with controls.
 
-For each kind of :data:`ran.mechanisms.registry.KINDS`, :func:`compare_mechanism` returns:
+For each registered kind (:func:`ran.mechanisms.registry.kinds`), :func:`compare_mechanism` returns:
 
 * secret-word recall as a K-way forced choice at every K of ``ks``, with the
   readout trained once at ``K_train = max(ks)`` (the keys of a smaller K are
@@ -138,7 +138,7 @@ def compare_mechanism(
     Parameters
     ----------
     kind : str
-        A :data:`ran.mechanisms.registry.KINDS` name.
+        A registered kind (:func:`ran.mechanisms.registry.kinds`).
     cc : CompareConfig
     base : ran.evaluation.measure.Base
         From :func:`compare_base` (same ``cc``).
