@@ -9,7 +9,7 @@ from ran.injection.config import InjectionConfig
 from ran.injection.models import load_model
 from ran.mechanisms.adapter import from_pretrained
 from ran.mechanisms.reservoir_slots import inject
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 
 UNITS = 64  # a small reservoir: every pass takes milliseconds
 SMALL_PROBE = GateProbe(n_train=10, n_val=4, n_test=6)  # ~160 turns: a gate in about a second

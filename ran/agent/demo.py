@@ -99,7 +99,7 @@ def smoke_adapter(folder, units: int = 64, seed: int = 0) -> Path:
     from ran.injection.models import load_model
     from ran.mechanisms.adapter import CONFIG_NAME
     from ran.mechanisms.reservoir_slots import inject
-    from ran.reservoir.esn import ReservoirConfig
+    from ran.reservoir.config import ReservoirConfig
 
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():

@@ -115,7 +115,7 @@ def _ticks(agent, n: int, rss_every: int | None = None):
 def measure(cfg: AgentBenchConfig, folder: Path) -> dict:
     from ran.injection.config import InjectionConfig
     from ran.mechanisms.reservoir_slots import inject
-    from ran.reservoir.esn import ReservoirConfig
+    from ran.reservoir.config import ReservoirConfig
 
     plain, tok = load_model(cfg.model_name, seed=cfg.seed)
     injected, _ = load_model(cfg.model_name, seed=cfg.seed)

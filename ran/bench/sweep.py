@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from ran.bench.store import check, section_met, verdict
+from ran.reservoir.config import ReservoirConfig
 from ran.reservoir.dynamics import make_drive
-from ran.reservoir.esn import ReservoirBank, ReservoirConfig
+from ran.reservoir.esn import ReservoirBank
 from ran.util.results import Outputs
 
 SIZES = {  # profile -> grid of the benchmark

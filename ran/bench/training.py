@@ -42,7 +42,7 @@ import torch
 from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
 from ran.injection import lowercache as LC
 from ran.injection.models import SMOLLM2
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.training.config import TrainConfig
 from ran.training.executors import run_jobs
 from ran.training.jobs import cores, spec_for

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ran.injection.write import POOLINGS
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 
 DRIVE_SOURCES = ("output", "input")  # layer L's gated attention output, or its normalised input
 READOUTS = ("kv", "hidden")  # ran.injection.slots.SlotReadout, ran.injection.hidden.HiddenReadout

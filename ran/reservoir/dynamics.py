@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ran.reservoir.esn import ReservoirBank, ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
+from ran.reservoir.esn import ReservoirBank
 
 REGIMES = ("autonomous", "driven")
 DRIVES = ("uniform", "gaussian")

@@ -32,7 +32,7 @@ from ran.evaluation import measure as M
 from ran.mechanisms import registry
 from ran.mechanisms.attractor import AttractorConfig
 from ran.mechanisms.registry import make, trainable_count
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.study import h1
 from ran.tasks.episodes import CONTROLS, evaluate
 from ran.training.config import TrainConfig

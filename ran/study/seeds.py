@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ran.reservoir.esn import Reservoir, ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
+from ran.reservoir.esn import Reservoir
 from ran.training.config import TrainConfig
 from ran.util.stats import (  # noqa: F401  (the tests of notebook 05, named here too)
     anova_oneway,

@@ -28,8 +28,9 @@ import torch
 from ran.injection.config import InjectionConfig
 from ran.injection.models import load_model
 from ran.mechanisms.reservoir_slots import inject
+from ran.reservoir.config import ReservoirConfig
 from ran.reservoir.dynamics import SATURATION_LEVEL, participation_ratio
-from ran.reservoir.esn import ReservoirBank, ReservoirConfig
+from ran.reservoir.esn import ReservoirBank
 
 FALLBACK_PROMPTS = (
     "The sun rose slowly over the quiet harbour.",

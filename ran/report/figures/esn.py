@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ran.reservoir.config import ReservoirConfig
 from ran.reservoir.dynamics import REGIMES, SATURATION_LEVEL, make_drive
-from ran.reservoir.esn import ReservoirBank, ReservoirConfig
+from ran.reservoir.esn import ReservoirBank
 
 METRICS = {  # column -> (panel title, log y-axis)
     "esp_dist": ("ESP: final distance / sqrt(N) (median, band min-max)", True),

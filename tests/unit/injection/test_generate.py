@@ -24,7 +24,7 @@ from ran.injection.models import load_model
 from ran.mechanisms.attractor import AttractorConfig
 from ran.mechanisms.registry import make
 from ran.mechanisms.reservoir_slots import inject
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 
 PROMPTS = ["The quick brown fox", "To be"]  # the second is left-padded
 FIRST = ["Remember the lantern.", "A second memory row"]

@@ -8,7 +8,7 @@ from conftest import TINY_RUN, cached_model
 
 from ran.injection.config import InjectionConfig
 from ran.mechanisms.reservoir_slots import inject
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.tasks.scoring import batch_encode
 from ran.training.config import TrainConfig
 from ran.training.train import train

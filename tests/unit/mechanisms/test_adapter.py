@@ -13,7 +13,7 @@ from ran.injection.models import load_model
 from ran.mechanisms import adapter as A
 from ran.mechanisms.attractor import AttractorConfig
 from ran.mechanisms.registry import kinds, make
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.training import train as T
 from ran.util.results import Outputs
 

@@ -14,7 +14,7 @@ from conftest import cached_model
 from ran.injection.config import InjectionConfig
 from ran.mechanisms.attractor import AttractorConfig
 from ran.mechanisms.registry import kinds, make, state_width, trainable_count
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "To be"]
 SMALL = InjectionConfig(reservoir=ReservoirConfig(units=64, seed=1), n_slots=4, readout_scale=3.0)

@@ -20,7 +20,7 @@ from conftest import cached_model
 
 from ran.injection.config import InjectionConfig
 from ran.mechanisms.reservoir_slots import inject
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "To be"]
 SMALL = InjectionConfig(reservoir=ReservoirConfig(units=64, seed=1), n_slots=4, readout_scale=3.0)
@@ -201,7 +201,7 @@ def test_state_survives_a_new_process(tmp_path):
         import torch
         torch.set_num_threads(1)
         from ran.injection.models import load_model
-        from ran.reservoir.esn import ReservoirConfig
+        from ran.reservoir.config import ReservoirConfig
         from ran.injection.config import InjectionConfig
         from ran.mechanisms.reservoir_slots import inject
         m, tok = load_model("tiny-llama")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ran.reservoir.config import ReservoirConfig
 from ran.reservoir.dynamics import (
     esp_boundary,
     memory_capacity,
@@ -14,7 +15,7 @@ from ran.reservoir.dynamics import (
     summarize,
     sweep,
 )
-from ran.reservoir.esn import Reservoir, ReservoirConfig
+from ran.reservoir.esn import Reservoir
 
 
 def _mc_pair(units, sr, input_scaling, k_max, ridge, seed, density=0.1):

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from ran.reservoir.config import ReservoirConfig
 from ran.reservoir.esn import (
     DENSE_EIG_MAX,
     Reservoir,
     ReservoirBank,
-    ReservoirConfig,
     base_weights,
     spectral_radius,
 )
@@ -45,7 +45,8 @@ def test_spectral_radius_large_n_sparse_solver_matches_dense(units):
 
 _SCRIPT = """
 import hashlib, torch
-from ran.reservoir.esn import Reservoir, ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
+from ran.reservoir.esn import Reservoir
 res = Reservoir(ReservoirConfig(units=64, sr=0.95, bias=0.2, input_connectivity=0.5, seed=7), 3)
 u = torch.linspace(-1, 1, 60, dtype=torch.float32).reshape(20, 1, 3)
 h = hashlib.sha256()

@@ -7,7 +7,7 @@ import torch
 
 from ran.evaluation import measure as M
 from ran.injection.models import load_model
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.study import claims as CL
 from ran.study import compare as C
 from ran.study import scaling as S

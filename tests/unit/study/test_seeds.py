@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.study import seeds as SD
 from ran.training.config import TrainConfig
 

@@ -7,7 +7,7 @@ from conftest import cached_model
 
 from ran.injection.config import InjectionConfig
 from ran.mechanisms.reservoir_slots import inject
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.tasks.episodes import EpisodeRunner
 from ran.tasks.probes import make_probe
 

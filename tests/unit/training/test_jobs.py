@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.training import jobs as J
 from ran.training.config import TrainConfig
 from ran.training.executors import JobRunner, _alive_elsewhere, slurm_parameters

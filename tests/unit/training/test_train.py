@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.tasks import episodes
 from ran.tasks import probes as P
 from ran.tasks import scoring as S

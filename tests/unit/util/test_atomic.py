@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from ran.injection.state import STATE_FORMAT, StateMixin
-from ran.reservoir.esn import ReservoirConfig
+from ran.reservoir.config import ReservoirConfig
 from ran.util import atomic
 from ran.util.atomic import atomic_save_safetensors, atomic_write, atomic_write_json
 from ran.util.results import Outputs, save_results
