@@ -12,7 +12,7 @@ from ran.injection.write import POOLINGS
 from ran.reservoir.config import ReservoirConfig
 
 DRIVE_SOURCES = ("output", "input")  # layer L's gated attention output, or its normalised input
-READOUTS = ("kv", "hidden")  # ran.injection.slots.SlotReadout, ran.injection.hidden.HiddenReadout
+READOUTS = ("kv", "hidden", "decoded")  # ran.injection: slots, hidden, decoded
 
 ADVANCES = ("forward", "generate")
 
@@ -49,7 +49,7 @@ class InjectionConfig:
     drive_source: str = (
         "output"  # what drives r: layer L's gated attention "output", or its "input"
     )
-    readout: str = "kv"  # slots read out as K/V directly ("kv") or as pseudo-tokens ("hidden")
+    readout: str = "kv"  # K/V slots ("kv"), pseudo-tokens ("hidden"), the decoded state ("decoded")
 
     def __post_init__(self):
         if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
@@ -68,6 +68,8 @@ class InjectionConfig:
             )
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {self.readout!r}.")
+        if self.readout == "decoded" and self.drive_source != "input":
+            raise ValueError("readout='decoded' decodes the layer input: set drive_source='input'.")
         if self.pooling == "token" and self.advance == "generate":
             raise ValueError("pooling='token' steps once per token; use advance='forward'.")
         for name in ("gate_init", "readout_scale", "write_gate_init"):

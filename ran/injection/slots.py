@@ -113,40 +113,81 @@ def slot_mask(mask: torch.Tensor | None, q_len: int, kv_len: int, n_slots: int, 
     return torch.cat([lead, mask], dim=-1)
 
 
-def slot_attention(query, key, value, slot_k, slot_v, mask, scaling, dropout=0.0):
+def _slot_logits_mask(mask, q_len, kv_len, n_slots, device, slot_bias, dtype):
+    """:func:`slot_mask`, plus a per-head logit bias (H,) on the slot columns when given
+    (then an additive float mask (B|1, H, Q, M + KV))."""
+    full = slot_mask(mask, q_len, kv_len, n_slots, device)
+    if slot_bias is None:
+        return full
+    if full is None:
+        full = torch.zeros(1, 1, q_len, n_slots + kv_len, device=device, dtype=dtype)
+    elif full.dtype == torch.bool:
+        full = torch.zeros(full.shape, device=device, dtype=dtype).masked_fill(~full, float("-inf"))
+    else:
+        full = full.to(dtype)
+    lead = torch.zeros(n_slots + kv_len, device=device, dtype=dtype)
+    lead[:n_slots] = 1.0
+    return full + slot_bias.to(dtype)[None, :, None, None] * lead  # (B|1, H, Q, M+KV)
+
+
+def _joined(query, key, value, slot_k, slot_v):
+    """Keys and values over ``[slots ; tokens]`` for every query head, (B, H, M+KV, hd).
+    Slots come per KV head or per query head (``slot_k.shape[1]`` in {n_kv, H})."""
+    h = query.shape[1]
+    k = torch.cat(
+        [
+            _expand_kv(slot_k.to(key.dtype), h // slot_k.shape[1]),
+            _expand_kv(key, h // key.shape[1]),
+        ],
+        2,
+    )
+    v = torch.cat(
+        [
+            _expand_kv(slot_v.to(value.dtype), h // slot_v.shape[1]),
+            _expand_kv(value, h // value.shape[1]),
+        ],
+        2,
+    )
+    return k, v
+
+
+def slot_attention(query, key, value, slot_k, slot_v, mask, scaling, dropout=0.0, slot_bias=None):
     """Attention of every query over ``[slots ; tokens]``.
 
     Parameters
     ----------
     query : Tensor (B, H, Q, hd)
     key, value : Tensor (B, n_kv, KV, hd), after RoPE and the cache update.
-    slot_k, slot_v : Tensor (B, n_kv, M, hd)
+    slot_k, slot_v : Tensor (B, n_kv, M, hd), or (B, H, M, hd): one slot per query head.
     mask : the layer's mask (see :func:`slot_mask`).
     scaling : float or None
         Logit scale (``hd ** -0.5`` when None).
+    slot_bias : Tensor (H,) or None
+        Added to every slot logit (:class:`ran.slots_decoded.DecodedReadout`).
 
     Returns
     -------
     Tensor (B, Q, H, hd), the layout attention functions return.
     """
-    h, q_len = query.shape[1], query.shape[2]
-    n_rep = h // key.shape[1]
-    k = _expand_kv(torch.cat([slot_k.to(key.dtype), key], dim=2), n_rep)  # (B, H, M+KV, hd)
-    v = _expand_kv(torch.cat([slot_v.to(value.dtype), value], dim=2), n_rep)  # (B, H, M+KV, hd)
-    full = slot_mask(mask, q_len, key.shape[2], slot_k.shape[2], query.device)
+    q_len = query.shape[2]
+    k, v = _joined(query, key, value, slot_k, slot_v)  # (B, H, M+KV, hd)
+    full = _slot_logits_mask(
+        mask, q_len, key.shape[2], slot_k.shape[2], query.device, slot_bias, query.dtype
+    )
     out = F.scaled_dot_product_attention(
         query, k, v, attn_mask=full, dropout_p=dropout, scale=scaling
     )  # (B, H, Q, hd)
     return out.transpose(1, 2)
 
 
-def slot_mass(query, key, slot_k, mask, scaling) -> torch.Tensor:
+def slot_mass(query, key, slot_k, mask, scaling, slot_bias=None) -> torch.Tensor:
     """Attention probability mass on the slots, (B, H, Q), computed explicitly."""
-    n_rep = query.shape[1] // key.shape[1]
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    k = _expand_kv(torch.cat([slot_k.to(key.dtype), key], dim=2), n_rep)  # (B, H, M+KV, hd)
+    k, _ = _joined(query, key, key, slot_k, slot_k)  # (B, H, M+KV, hd)
     logits = (query @ k.transpose(-1, -2)) * scale  # (B, H, Q, M+KV)
-    full = slot_mask(mask, query.shape[2], key.shape[2], slot_k.shape[2], query.device)
+    full = _slot_logits_mask(
+        mask, query.shape[2], key.shape[2], slot_k.shape[2], query.device, slot_bias, logits.dtype
+    )
     if full is not None:
         if full.dtype == torch.bool:
             logits = logits.masked_fill(~full, float("-inf"))

@@ -119,6 +119,15 @@ class RANHandle(AdapterMixin, MemoryHandle):
                 cfg.reservoir.units, cfg.n_slots, n_kv, head_dim, n_heads, cfg.gate_init,
                 cfg.readout_scale, query_dim,
             )  # fmt: skip
+        if cfg.readout == "decoded":
+            from ran.injection.decoded import DecodedReadout, input_norm_weight
+
+            o_proj = attn.o_proj.weight if hasattr(attn, "o_proj") else attn.c_proj.weight.T
+            block = S.model_layers(model)[0][self.layer]
+            return DecodedReadout(
+                self.reservoir.W_in, cfg.reservoir.lr, o_proj.detach(), input_norm_weight(block),
+                n_heads, head_dim, cfg.gate_init, query_dim,
+            )  # fmt: skip
         from ran.injection.hidden import HiddenReadout, kv_projector
 
         w_in = self.reservoir.W_in if cfg.drive_source == "input" else None
@@ -157,14 +166,23 @@ class RANHandle(AdapterMixin, MemoryHandle):
         r = self._state if self._state is not None else self.reservoir.zero_state(b)
         slot_k, slot_v = self.slots(r)  # (B, n_kv, M, hd) each
         scaling = kwargs.get("scaling")
+        bias = self.slots.slot_bias() if hasattr(self.slots, "slot_bias") else None
         aug = S.slot_attention(
-            query, key, value, slot_k, slot_v, attention_mask, scaling, kwargs.get("dropout", 0.0)
-        )  # (B, Q, H, hd)
+            query,
+            key,
+            value,
+            slot_k,
+            slot_v,
+            attention_mask,
+            scaling,
+            kwargs.get("dropout", 0.0),
+            bias,
+        )  # fmt: skip  (B, Q, H, hd)
         select = self.slots.select(self._attn_in)  # (B, Q, H) or None
         out = S.gated_output(plain, aug, self.slots.gate, select)  # (B, Q, H, hd)
         if self.record_slot_mass:
             with torch.no_grad():
-                self.slot_mass = S.slot_mass(query, key, slot_k, attention_mask, scaling)
+                self.slot_mass = S.slot_mass(query, key, slot_k, attention_mask, scaling, bias)
         self._write(out)
         if self._stop_after:
             raise S.StopAfterLayer

@@ -83,7 +83,7 @@ class TrainConfig:
     write_gate_init: float = 2.0  # initial write-gate bias (sigmoid(2) = 0.88: open)
     recurrence: bool = True  # False: W = 0 (the "no recurrence" reference)
     drive_source: str = "output"  # drive from layer L's attention "output" or its "input"
-    readout: str = "kv"  # slots as K/V ("kv") or as pseudo-tokens through layer L's k/v ("hidden")
+    readout: str = "kv"  # "kv" slots, "hidden" pseudo-tokens, "decoded" state (injection.decoded)
 
     def __post_init__(self):
         if isinstance(self.reservoir, dict):
