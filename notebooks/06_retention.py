@@ -27,8 +27,14 @@
 # the reservoir: the last token's attention output as before, mean or learned
 # attention pooling of the layer input, one step per token; a learned **write
 # gate** on how strongly a pass writes; `ran.injection.write`), and the **reservoir
-# regime** (leak rate lr x spectral radius sr, a heat map). References: the
-# pure write side (no learned part), **no recurrence** (W = 0). Controls on
+# regime** (leak rate lr x spectral radius sr, a heat map: the best run's
+# learned sides with the fixed reservoir swapped per cell), and the **read
+# side**: free K/V slots, or the **decoded** slot (`ran.injection.decoded`:
+# the state read back through pinv(W_in) and written into the residual stream
+# through pinv(W_O), a few word-independent learned numbers), with or without
+# the KL term that protects plain text (H1). References: the pure write side
+# (no learned part), **no recurrence** (W = 0), a trained recurrence (GRU) and
+# the prefix mechanism. Controls on
 # the identical episodes: reset, shuffled, stateless, oracle, chance. Logic
 # lives in `ran.study.retention`, `ran.injection.write` and `ran.training.train`; figures in
 # `ran.report.figures.retention`.
@@ -48,6 +54,7 @@ from ran.report.figures import retention as RV
 from ran.reservoir import ReservoirConfig
 from ran.study import retention as RT
 from ran.tasks.wordlists import corpus_keys
+from ran.training import jobs
 from ran.training.config import TrainConfig
 from ran.training.train import train
 from ran.util import results
@@ -62,9 +69,9 @@ seed = 0  # readout init, data order, probe episodes
 layer = 15  # injected layer, -1 for the middle layer
 threads = 2  # torch threads
 k = 16  # candidates per question (chance 1/k)
-k_large = 0  # the capacity point of the best configuration (0: skip; 64 did not fit this run)
-steps = 120  # optimiser steps per run (no early stopping: the budget is equal)
-learning_rate = 0.02  # peak AdamW learning rate
+k_large = 64  # the capacity point of the best configuration (0: skip)
+steps = 80  # optimiser steps per run (no early stopping: the budget is equal)
+learning_rate = 0.02  # peak AdamW learning rate (write sides may set their own: RT.WRITE_SIDES)
 gate_init = 0.5  # read-gate logit at init
 kl_weight = 0.0  # KL(base || injected) on plain text per step (0: off; notebook 03 uses 3.0)
 kl_batch = 2  # text blocks per step for the KL term
@@ -72,13 +79,16 @@ kl_len = 48  # tokens per KL block
 n_train = 3200  # training episodes per run
 n_train_keys = 0  # training keys from the training plays (0: the 67 curated ones; 2000 learned nothing in 120 steps)
 n_test = 96  # test episodes per point (identical for every control)
-best = "attn+gate"  # the write side of the best configuration (ran.study.retention.WRITE_SIDES)
-best_lr = 1.0  # its leak rate
+best = "decoded"  # the write side of the best configuration (ran.study.retention.WRITE_SIDES)
+best_lr = 0.01  # its leak rate
 best_sr = 0.9  # its spectral radius
-input_scaling = 1.0  # W_in scale of every run
-compare = ""  # other write sides, at the best regime (comma list)
-grid_lr = "1.0,0.1"  # leak rates of the regime heat map (best write side)
-grid_sr = "0.9"  # spectral radii of the regime heat map
+input_scaling = 0.1  # W_in scale of every run (small: the near-linear regime the decoder inverts)
+units = 1024  # reservoir units N of every run
+compare = "decoded+kl,pure,gru,prefix"  # other write sides and references, at the best regime
+h1_rows = "decoded+kl"  # rows whose H1 (dPPL after a fact pass) is measured besides the best
+grid_lr = "1.0,0.1,0.01,0.003"  # leak rates of the regime heat map (best run, reservoir swapped)
+grid_sr = "0.5,0.9,1.2"  # spectral radii of the regime heat map
+grid_n = 48  # test episodes per heat-map cell
 train_distractors = "0"  # distractor counts mixed in training (comma list)
 train_idle = "0"  # idle tick counts mixed in training
 adapter_name = "smollm2-135m-fact"  # the best run's adapter, under data/adapters/ (ran demo, agent)
@@ -87,7 +97,7 @@ idle_list = "0,2,8,32"  # idle ticks tested
 
 # %%
 smoke = dict(model_name="tiny-llama", adapter_name="tiny-llama-fact", layer=-1, k=4, k_large=0, steps=3, n_train=96,
-             n_train_keys=0, n_test=16, compare="pure", grid_lr="0.1", grid_sr="0.9",
+             n_train_keys=0, n_test=16, compare="pure", h1_rows="", grid_lr="0.1,0.01", grid_sr="0.9", grid_n=8, units=64,
              d_list="0,2", idle_list="0,4", train_distractors="0,1", train_idle="0,2")  # fmt: skip
 if profile == "smoke":
     globals().update(smoke)
@@ -96,7 +106,7 @@ torch.set_num_threads(threads)
 ints = results.parse_list
 _, tok = load_model(model_name)
 keys = list(corpus_keys(tok, n_train_keys)) if n_train_keys else []
-probe_params = dict(k=k, n_train=n_train, n_val=64, n_test=32, train_keys=keys,
+probe_params = dict(k=k, n_train=n_train, n_val=64, n_test=32, **({"train_keys": keys} if keys else {}),
                     distractors=ints(train_distractors), idle_steps=ints(train_idle))  # fmt: skip
 if profile == "smoke":
     probe_params |= dict(n_val=16)
@@ -105,7 +115,7 @@ base = TrainConfig(model_name=model_name, layer=None if layer < 0 else layer, pr
                    batch_size=16, warmup_steps=5, eval_every=max(1, steps // 4), patience=0,
                    seed=seed, gate_init=gate_init, query_gate=True, kl_weight=kl_weight,
                    kl_batch=kl_batch, kl_len=kl_len,
-                   reservoir=ReservoirConfig(input_scaling=input_scaling))  # fmt: skip
+                   reservoir=ReservoirConfig(units=units, input_scaling=input_scaling))  # fmt: skip
 print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {steps} steps")
 
 # %% [markdown]
@@ -114,25 +124,23 @@ print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {step
 
 # %%
 t0 = time.perf_counter()
-configs, grid, large_cfg = RT.plan(base, best, best_lr, best_sr, [c for c in compare.split(",") if c],
-                                   ints(grid_lr, float), ints(grid_sr, float), k_large)  # fmt: skip
-measured, grid_rows, train_s = {}, [], 0.0
-for label, cfg in list(configs.items()) + [
-    (f"grid lr={a:g} sr={b:g}", c) for (a, b), c in grid.items()
-]:
+configs, _, large_cfg = RT.plan(base, best, best_lr, best_sr, [c for c in compare.split(",") if c],
+                                k_large=k_large)  # fmt: skip
+jobs.train_all([*configs.values(), *([large_cfg] if large_cfg else [])], outputs)  # 2 workers
+measured, train_s = {}, 0.0
+for label, cfg in configs.items():
     run = train(cfg, outputs, progress=False)
     train_s += 0 if run.loaded else run.wall_time_s
-    m = RT.study(run, outputs, ints(d_list), ints(idle_list), n_test)
-    if label.startswith("grid"):
-        lr_, sr_ = cfg.reservoir.lr, cfg.reservoir.sr
-        d8 = RT.point(m["distractors"], "distractors", 8)
-        grid_rows.append(dict(lr=lr_, sr=sr_, d0=m["distractors"][0]["reservoir"]["acc"],
-                              d8=d8["reservoir"]["acc"], idle32=m["idle"][-1]["reservoir"]["acc"],
-                              hash=run.hash))  # fmt: skip
-    else:
-        measured[label] = m
-    if label == next(iter(configs)):  # the best run is the library's fact-memory adapter
+    measured[label] = RT.study(run, outputs, ints(d_list), ints(idle_list), n_test)
+    if label == next(iter(configs)):  # the best run: the library's fact-memory adapter, H1, grid
         adapter = RT.save_adapter(run, outputs, adapter_name)
+        h1 = {label: RT.h1_check(run)}
+        grid_rows = RT.regime_grid(run, outputs, ints(grid_lr, float), ints(grid_sr, float), grid_n,
+                                   idle=max(ints(idle_list)), distractors=8)  # fmt: skip
+        print("H1:", {k: round(v["dppl_pct"], 2) for k, v in h1.items()})
+    if label.split(" ")[0] in [r for r in h1_rows.split(",") if r]:
+        h1[label] = RT.h1_check(run)
+    m = measured[label]
     print(label, run.hash, {p["distractors"]: round(p["reservoir"]["acc"], 3) for p in m["distractors"]},
           {p["idle_steps"]: round(p["reservoir"]["acc"], 3) for p in m["idle"]})  # fmt: skip
     del run
@@ -170,9 +178,13 @@ plt.show()
 # ## Save
 
 # %%
-findings = RT.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs)
+esn_path = outputs.results / "01_esn_dynamics.json"  # notebook 01 runs first in the pipeline
+esn = RT.esn_context(
+    results.load_results("01_esn_dynamics", outputs) if esn_path.exists() else None
+)
+findings = RT.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn)
 payload = dict(configs={lb: c.to_dict() | {"hash": c.config_hash()} for lb, c in configs.items()},
-               measured=measured, grid=grid_rows, large=large, train_s=train_s, adapter=adapter,
+               measured=measured, grid=grid_rows, large=large, train_s=train_s, adapter=adapter, h1=h1,
                compute_s=compute_s, n_train_keys=len(keys), probe_params=probe_params | {"train_keys": len(keys)})  # fmt: skip
 path = results.save_results("06_retention", payload, outputs, seed=seed, model_name=model_name,
                             wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip

@@ -28,10 +28,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from ran.agent.config import AgentError
 from ran.util.atomic import atomic_write_json
+from ran.util.memo import tensor_bytes
 
 FORMAT = "ran-agent-checkpoint"
 FORMAT_VERSION = 1
@@ -60,7 +59,7 @@ def agent_identity(handle) -> str:
     for name, p in _named_trainable(handle.model, handle).items():
         t = p.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(tensor_bytes(t))
     return h.hexdigest()
 
 

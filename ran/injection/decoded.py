@@ -41,6 +41,7 @@ import torch
 from ran.injection.slots import SlotReadout
 
 BIAS_INIT = 10.0  # slot logit bias at init: softmax mass ~ 1 against typical token logits
+QUERY_GATE_INIT = 3.0  # query-gate bias at init: sigmoid(3) = 0.95, every token reads
 NORM_EPS = 1e-12  # the decoded direction is unit-normed; a zero (reset) state reads as zero
 GAIN_INIT = 2.0  # residual norm multiple of the decoded slot (calibrate() sets the norm)
 
@@ -88,6 +89,8 @@ class DecodedReadout(SlotReadout):
         self.key = torch.nn.Parameter(torch.zeros(n_heads, head_dim))
         self.bias = torch.nn.Parameter(torch.full((n_heads,), BIAS_INIT))
         self.log_gain = torch.nn.Parameter(torch.tensor(math.log(GAIN_INIT)))
+        if self.query_gate is not None:  # open at init: the read side learns where to close
+            torch.nn.init.constant_(self.query_gate.bias, QUERY_GATE_INIT)
 
     def decoded(self, r: torch.Tensor) -> torch.Tensor:
         """The remembered residual direction (B, d) from r (B, N), before the gain."""

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from ran.mechanisms import registry
+from ran.util.memo import tensor_bytes
 
 FORMAT = "ran-adapter"
 FORMAT_VERSION = 1
@@ -148,7 +149,7 @@ def reservoir_digest(handle, dtype: torch.dtype | None = None) -> dict | None:
     for name in _DIGEST_TENSORS:
         t = getattr(res, name).detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(tensor_bytes(t))
     dt = str(res.W.dtype).removeprefix("torch.")
     return {"sha256": h.hexdigest(), "tensors": list(_DIGEST_TENSORS), "dtype": dt}
 

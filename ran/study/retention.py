@@ -20,6 +20,9 @@ text) sits beside the held-out one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import torch
 
 from ran.study.tables import fmt_acc
 from ran.tasks import probes as P
@@ -28,6 +31,7 @@ from ran.util.memo import memo
 from ran.util.results import table, text
 from ran.util.stats import above
 
+H1_FACT = "It was late. Remember the word castle, it matters. The night was cold."
 HELDOUT_TEXT = dict(lines_before=(1, 2), lines_after=(1, 2))  # the key always inside text
 
 
@@ -143,8 +147,9 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def headline(label: str, c: dict, k: int) -> dict:
-    """The generated headline sentence of the first configuration (the learned write side)."""
+def headline(label: str, c: dict, k: int, h1: dict | None = None, large=None, k_large=0) -> dict:
+    """The generated headline sentence of the first configuration (the learned write side),
+    with its K = ``k_large`` point and its H1 cost when measured."""
     d, i = c["distractors"], c["idle"]
     d8 = next((r for r in d if r["distractors"] == 8), d[-1])
     verdict = "above" if above(d[0]["reservoir"], d[0]["reset"]) else "NOT above"
@@ -156,17 +161,40 @@ def headline(label: str, c: dict, k: int) -> dict:
         f"{fmt_acc(i[-1]['reservoir'])} after {i[-1]['idle_steps']} idle ticks "
         f"(n = {d[0]['n']} episodes per point). At d = 0 recall is {verdict} the reset "
         f"control with non-overlapping 95% CIs."
+        + (
+            f" K = {k_large}: {fmt_acc(large['d0']['reservoir'])} at d = 0."
+            if large is not None
+            else ""
+        )
+        + (
+            f" H1 cost: dPPL {h1['dppl_pct']:+.2f}% on plain text after a fact pass (within 1%: "
+            f"{'met' if abs(h1['dppl_pct']) <= 1 else 'NOT met'})."
+            if h1 is not None
+            else ""
+        )
     )
 
 
 # ----------------------------------------------------------------------------- configurations
 # Write sides compared on the same probe and budget (TrainConfig overrides).
+_DECODED = dict(
+    pooling="token", drive_source="input", write_gate=True, write_gate_init=0.0,
+    readout="decoded", n_slots=1, gate_init=3.0, learning_rate=0.05,
+)  # fmt: skip
 WRITE_SIDES = {
     "pure": dict(pooling="last", drive_source="output", write_gate=False),  # the original RAN
     "mean": dict(pooling="mean", drive_source="input", write_gate=False),
     "attn": dict(pooling="attn", drive_source="input", write_gate=False),
     "attn+gate": dict(pooling="attn", drive_source="input", write_gate=True),
     "token+gate": dict(pooling="token", drive_source="input", write_gate=True),
+    # the decoded read side (ran.injection.decoded): per-token write gates (init 1/2), the
+    # state decoded back into the residual stream; its read gate starts open, it trains faster
+    "decoded": _DECODED | dict(query_gate=False, kl_weight=0.0),
+    # the same with a query gate (open at init) and the KL term on plain text: the H1 trade
+    "decoded+kl": _DECODED | dict(query_gate=True, kl_weight=3.0, kl_batch=2, kl_len=48),
+    # references with a trained recurrence (GRU cell) and the prefix mechanism, same probe
+    "gru": dict(kind="recurrent", pooling="attn", drive_source="input", write_gate=True),
+    "prefix": dict(kind="prefix", query_gate=False),
 }
 CURVE_CONTROLS = ("reservoir", "reset", "stateless")  # along the curves (cheap, every point)
 POINT_CONTROLS = CONTROLS  # at d = 0: every control, the shuffled state and the oracle too
@@ -207,6 +235,140 @@ def study(run, outputs, d_list, idle_list, n_test: int, two_facts: bool = True) 
     return out
 
 
+@dataclass
+class Swapped:
+    """A trained run whose fixed reservoir is swapped for another regime at evaluation: the
+    learned write and read sides (and LoRA, none here) are kept, only ``W``, ``W_in`` scale
+    and the leak change. Quacks like a TrainResult for :func:`evaluate_condition`."""
+
+    config: object
+    hash: str
+    model: object
+    tokenizer: object
+    handle: object
+
+
+def swap_regime(run, lr: float, sr: float) -> Swapped:
+    """``run``'s model with its injection replaced by the same mechanism at reservoir
+    regime ``(lr, sr)`` and the run's trained parameters copied in (same shapes: the
+    reservoir's seed and size stay). Call :func:`restore` (or ``.handle.remove()``) after."""
+    from dataclasses import replace
+
+    from ran.mechanisms.registry import make
+
+    res = replace(run.config.reservoir, lr=lr, sr=sr)
+    cfg = replace(run.config, reservoir=res)
+    run.handle.remove()
+    h = make(cfg.kind, run.model, cfg.injection_config())
+    with torch.no_grad():
+        for dst, src in zip(
+            h.trainable_parameters(), run.handle.trainable_parameters(), strict=True
+        ):
+            dst.copy_(src)
+    return Swapped(cfg, f"{run.hash}@lr={lr:g},sr={sr:g}", run.model, run.tokenizer, h)
+
+
+def regime_grid(run, outputs, lrs, srs, n_test: int, idle: int, distractors: int) -> list[dict]:
+    """Recall of ``run``'s learned sides under every fixed reservoir ``lr x sr`` (swapped at
+    evaluation): at d = 0 (``d0``), after ``distractors`` passes (``d``) and after ``idle``
+    ticks (``idle``), held-out. The run's own injection is restored afterwards."""
+    rows = []
+    for lr in lrs:
+        for sr in srs:
+            sw = swap_regime(run, lr, sr)
+            try:
+                acc = {
+                    name: evaluate_condition(sw, outputs, n_test, ("reservoir",), **ov)["reservoir"]
+                    for name, ov in (
+                        ("d0", {}),
+                        ("d", {"distractors": (distractors,)}),
+                        ("idle", {"idle_steps": (idle,)}),
+                    )
+                }
+            finally:
+                sw.handle.remove()
+            rows.append(
+                dict(lr=lr, sr=sr, distractors=distractors, idle_steps=idle, n=n_test)
+                | {k: v["acc"] for k, v in acc.items()}
+            )
+    restore(run)
+    return rows
+
+
+def restore(run) -> None:
+    """Re-inject ``run``'s own mechanism and trained parameters (after :func:`swap_regime`)."""
+    from ran.mechanisms.registry import make
+
+    params = [p.detach().clone() for p in run.handle.trainable_parameters()]
+    run.handle.remove()
+    run.handle = make(run.config.kind, run.model, run.config.injection_config())
+    with torch.no_grad():
+        for dst, src in zip(run.handle.trainable_parameters(), params, strict=True):
+            dst.copy_(src)
+
+
+def regime_sentence(grid, esn: dict | None = None) -> str:
+    """Which regime lasts, read off the grid (and notebook 01's echo-state results if given)."""
+    best = grid.sort_values(["idle", "d", "d0"], ascending=False).iloc[0]
+    by_lr = grid.groupby("lr")["idle"].mean().sort_index()
+    fast, slow = by_lr.iloc[-1], by_lr.iloc[0]
+    out = (
+        f"The lasting regime is the slow one: after {int(best.idle_steps)} idle ticks recall is "
+        f"{best.idle:.3f} at lr = {best.lr:g}, sr = {best.sr:g} (best cell); averaged over sr it "
+        f"is {slow:.3f} at the smallest leak rate (lr = {by_lr.index[0]:g}) and {fast:.3f} at "
+        f"lr = {by_lr.index[-1]:g}. An idle tick moves the state by lr (tanh(W r) - r): with lr "
+        f"x ticks << 1 the written direction is still there to decode; at lr = 1 every tick "
+        f"replaces r by tanh(W r), a rotation the fixed decoder cannot undo. Distractor passes "
+        f"barely depend on the regime (recall {grid['d'].min():.3f}-{grid['d'].max():.3f} "
+        f"across the grid): the learned per-token write gates keep those passes from writing."
+    )
+    if esn:
+        out += " " + esn["sentence"]
+    return out
+
+
+def esn_context(doc: dict | None) -> dict | None:
+    """Notebook 01's memory capacity and echo-state boundary (its results JSON), for the
+    regime sentence; None when they are missing."""
+    try:
+        r = doc["results"]
+        n = max(r["memory"], key=int)
+        mem, edge = r["memory"][n], r["chaos"]["autonomous"][n]
+        lr = r["settings"]["lr"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return {"sentence": (
+        f"Notebook 01 (bare reservoir, N = {n}, lr = {lr:g}) measured the same trade: linear memory "
+        f"capacity rises with sr to {mem['max_mean']:.1f} at sr = {mem['sr_at_max']:g}, while the "
+        f"echo-state property (the state forgetting its start) is lost above sr ~ {edge:g}; at "
+        f"lr = 1 that memory lasts a handful of steps, which is why idle ticks erase it here and "
+        f"a small leak rate, not a larger sr, is what makes the state last."
+    )}  # fmt: skip
+
+
+def h1_check(run, n_blocks: int = 16, block_len: int = 128, fact: str = H1_FACT) -> dict:
+    """H1 for a trained run: perplexity of held-out Shakespeare blocks with the state of one
+    fact pass carried, against the untouched model, and exactness at init (gate closed).
+    Returns ``ppl_base``, ``ppl_trained``, ``dppl_pct`` and ``init_equal``."""
+    from ran.evaluation.quality import perplexity, perplexity_after_write, perplexity_at_init
+    from ran.injection.models import load_model
+    from ran.tasks.data import token_blocks
+
+    blocks = token_blocks(run.tokenizer, "test", block_len, n_blocks)
+    plain, _ = load_model(run.config.model_name, seed=run.config.model_seed)
+    base, logits_base = perplexity(plain, blocks, keep_logits=2)
+    init, logits_init = perplexity_at_init(
+        plain, blocks, run.config.injection_config(), run.config.kind, keep_logits=2
+    )
+    trained = perplexity_after_write(run.model, run.handle, run.tokenizer, blocks, fact)
+    equal = all(torch.equal(a, b) for a, b in zip(logits_base, logits_init, strict=True))
+    return dict(
+        ppl_base=base.ppl, ppl_init=init.ppl, ppl_trained=trained.ppl,
+        dppl_pct=100 * (trained.ppl / base.ppl - 1), init_equal=equal,
+        n_blocks=n_blocks, block_len=block_len, fact=fact,
+    )  # fmt: skip
+
+
 def _default(field: str):
     from ran.tasks.realism import FactInText
 
@@ -243,13 +405,16 @@ def bar_rows(measured: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs) -> list[dict]:
+def findings(
+    measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1=None, esn=None
+) -> list[dict]:
     """Notebook 06's findings blocks: headline, summary table, curves, grid, capacity."""
     from ran.tasks import wordlists as WL
     from ran.util.results import figure
 
     b = measured[best_label]
-    out = [headline(best_label, b, k) | {"headline": True}]
+    h1 = h1 or {}
+    out = [headline(best_label, b, k, h1.get(best_label), large, k_large) | {"headline": True}]
     sizes = {w: [len(WL.POOLS[w][s]) for s in ("train", "val", "test")] for w in WL.POOLS}
     out.append(
         text(
@@ -290,13 +455,28 @@ def findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs
         out.append(curve_table(label, "distractors", m["distractors"], CURVE_CONTROLS))
         out.append(curve_table(label, "idle_steps", m["idle"], CURVE_CONTROLS))
     if grid_df is not None and len(grid_df):
-        rows = grid_df[["lr", "sr", "d0", "d8", "idle32"]].values.tolist()
+        g0 = grid_df.iloc[0]
+        rows = grid_df[["lr", "sr", "d0", "d", "idle"]].values.tolist()
         out.append(
             table(
-                "Regime grid (best write side): held-out recall at d = 0, after 8 distractor "
-                "passes and after the most idle ticks, by leak rate lr and spectral radius sr",
-                ["lr", "sr", "d=0", "d=8", "idle max"],
+                f"Regime grid: the best run's learned write and read sides with its fixed reservoir "
+                f"swapped for each leak rate lr and spectral radius sr (same seed and size; not "
+                f"retrained), held-out recall at d = 0, after {g0.distractors} distractor passes "
+                f"and after {g0.idle_steps} idle ticks (n = {g0.n} per cell)",
+                ["lr", "sr", "d=0", f"d={g0.distractors}", f"idle {g0.idle_steps}"],
                 rows,
+            )
+        )
+        out.append(text(regime_sentence(grid_df, esn)))
+    for label, r in (h1 or {}).items():
+        out.append(
+            text(
+                f"H1 with the new read and write side ({label}): perplexity of {r['n_blocks']} "
+                f"held-out blocks of {r['block_len']} tokens with the state of one fact pass "
+                f"carried {r['ppl_trained']:.3f} vs {r['ppl_base']:.3f} untouched (dPPL "
+                f"{r['dppl_pct']:+.2f}%; within 1%: {'yes' if abs(r['dppl_pct']) <= 1 else 'NO'}); "
+                f"at init the logits are torch.equal to the base model's: "
+                f"{'yes' if r['init_equal'] else 'NO'}."
             )
         )
     if large is not None:

@@ -69,6 +69,12 @@ def key_hash(name: str, key: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """The raw bytes of ``t`` (any shape, 0-dim included; empty for an empty tensor)."""
+    t = t.detach().cpu().contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
 def tensor_digest(tensors) -> str:
     """SHA-256 (16 hex digits) of the dtypes, shapes and bytes of ``tensors`` (in order),
     for keys of values computed from parameters a caller may have changed."""
@@ -76,7 +82,7 @@ def tensor_digest(tensors) -> str:
     for t in tensors:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(tensor_bytes(t))
     return h.hexdigest()[:16]
 
 

@@ -88,7 +88,8 @@ def figure(curves_d, curves_i, bars, chance, grid=None):
     retention_curves(axes[1], curves_i, "idle_steps", "idle ticks", chance)
     ci_bars(axes[2], bars, chance)
     if grid is not None:
-        regime_heatmap(axes[3], grid, "d8", "after 8 distractors", chance)
-        regime_heatmap(axes[4], grid, "idle32", "after 32 idle ticks", chance)
+        g0 = grid.iloc[0]
+        regime_heatmap(axes[3], grid, "d", f"after {g0.distractors} distractors", chance)
+        regime_heatmap(axes[4], grid, "idle", f"after {g0.idle_steps} idle ticks", chance)
     fig.tight_layout()
     return fig

@@ -244,3 +244,21 @@ def test_refuses_an_injected_model(saved):
         ran.from_pretrained(model, saved)
     handle.remove()
     ran.from_pretrained(model, saved).remove()
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_round_trip_decoded_readout(name, tmp_path):
+    """The decoded read side (fixed maps rebuilt from W_in and W_O, learned key/bias/gain
+    and per-token write gates saved) loads to the same two-pass logits."""
+    cfg = dataclasses.replace(
+        SMALL, n_slots=1, readout="decoded", drive_source="input", pooling="token",
+        write_gate=True, query_gate=True,
+    )  # fmt: skip
+    model, tok = load_model(name)
+    handle = make("reservoir", model, cfg)
+    perturb(handle)
+    handle.save_pretrained(tmp_path)
+    fresh, _ = load_model(name)
+    loaded = ran.from_pretrained(fresh, tmp_path)
+    assert loaded.config == handle.config
+    assert torch.equal(two_pass_logits(model, tok, handle), two_pass_logits(fresh, tok, loaded))

@@ -105,3 +105,11 @@ def test_moving_a_plotting_file_changes_no_digest_and_moving_code_does(tmp_path,
     assert digest() == before
     (root / "study" / "claims.py").rename(root / "evaluation" / "claims.py")
     assert digest() != before
+
+
+def test_tensor_digest_takes_scalars_and_tells_values_apart():
+    """0-dim parameters (the decoded readout's log-gain) digest like any other tensor."""
+    a = tensor_digest([torch.tensor(1.0), torch.ones(2)])
+    assert a == tensor_digest([torch.tensor(1.0), torch.ones(2)])
+    assert a != tensor_digest([torch.tensor(2.0), torch.ones(2)])
+    assert a != tensor_digest([torch.tensor([1.0]), torch.ones(2)])  # the shape counts
