@@ -310,21 +310,58 @@ def restore(run) -> None:
 def regime_sentence(grid, esn: dict | None = None) -> str:
     """Which regime lasts, read off the grid (and notebook 01's echo-state results if given)."""
     best = grid.sort_values(["idle", "d", "d0"], ascending=False).iloc[0]
-    by_lr = grid.groupby("lr")["idle"].mean().sort_index()
-    fast, slow = by_lr.iloc[-1], by_lr.iloc[0]
+    by_lr = grid.groupby("lr")[["d0", "d", "idle"]].mean().sort_index()
+    g0 = grid.iloc[0]
+    per_lr = "; ".join(
+        f"lr = {lr:g}: {r.d0:.3f} / {r.d:.3f} / {r.idle:.3f}"
+        for lr, r in by_lr.iloc[::-1].iterrows()
+    )
+    spread = grid.groupby("lr")["idle"].agg(lambda v: v.max() - v.min()).max()
     out = (
-        f"The lasting regime is the slow one: after {int(best.idle_steps)} idle ticks recall is "
-        f"{best.idle:.3f} at lr = {best.lr:g}, sr = {best.sr:g} (best cell); averaged over sr it "
-        f"is {slow:.3f} at the smallest leak rate (lr = {by_lr.index[0]:g}) and {fast:.3f} at "
-        f"lr = {by_lr.index[-1]:g}. An idle tick moves the state by lr (tanh(W r) - r): with lr "
-        f"x ticks << 1 the written direction is still there to decode; at lr = 1 every tick "
-        f"replaces r by tanh(W r), a rotation the fixed decoder cannot undo. Distractor passes "
-        f"barely depend on the regime (recall {grid['d'].min():.3f}-{grid['d'].max():.3f} "
-        f"across the grid): the learned per-token write gates keep those passes from writing."
+        f"The lasting regime is the slow one. Recall at d = 0 / after {int(g0.distractors)} "
+        f"distractors / after {int(g0.idle_steps)} idle ticks, averaged over sr: {per_lr}; best "
+        f"cell lr = {best.lr:g}, sr = {best.sr:g} ({best.idle:.3f} after the idle ticks). The leak "
+        f"rate decides, the spectral radius hardly does (at most {spread:.3f} between the sr of "
+        f"one lr after the idle ticks). Every reservoir step moves the state by lr (tanh(...) - r): "
+        f"with lr x steps << 1 the written direction is still there to decode; at lr = 1 each idle "
+        f"tick replaces r by tanh(W r) and each weakly gated distractor token overwrites part of "
+        f"it, so both idle ticks and distractor passes erase the fact."
     )
     if esn:
         out += " " + esn["sentence"]
     return out
+
+
+def recurrence_sentence(measured: dict, best_label: str) -> str | None:
+    """What the fixed recurrence W adds to the best configuration (its W = 0 reference)."""
+    ref = measured.get("no recurrence (W = 0)")
+    if ref is None:
+        return None
+    b = measured[best_label]
+
+    def at(m, axis, v):
+        return point(m["distractors" if axis == "distractors" else "idle"], axis, v)
+
+    dmax = b["distractors"][-1]["distractors"]
+    imax = b["idle"][-1]["idle_steps"]
+    pairs = [
+        (f"d = {dmax}", at(b, "distractors", dmax), at(ref, "distractors", dmax)),
+        (f"{imax} idle ticks", at(b, "idle_steps", imax), at(ref, "idle_steps", imax)),
+    ]
+    cmp = "; ".join(
+        f"{name}: {fmt_acc(x['reservoir'])} with W vs {fmt_acc(y['reservoir'])} with W = 0"
+        for name, x, y in pairs
+    )
+    return (
+        f"What the fixed recurrence adds ({best_label}): {cmp}. With W = 0 the state is a leaky "
+        f"sum of the gated writes, which decays without rotating, so the fixed decoder still reads "
+        f"it: this memory is the leaky integrator. "
+        + ("; ".join(
+            f"{name}: {'the two differ (non-overlapping 95% CIs)' if above(x['reservoir'], y['reservoir']) or above(y['reservoir'], x['reservoir']) else 'no measured difference (the 95% CIs overlap)'}"
+            for name, x, y in pairs
+        ))
+        + "."
+    )  # fmt: skip
 
 
 def esn_context(doc: dict | None) -> dict | None:
@@ -461,13 +498,16 @@ def findings(
             table(
                 f"Regime grid: the best run's learned write and read sides with its fixed reservoir "
                 f"swapped for each leak rate lr and spectral radius sr (same seed and size; not "
-                f"retrained), held-out recall at d = 0, after {g0.distractors} distractor passes "
-                f"and after {g0.idle_steps} idle ticks (n = {g0.n} per cell)",
-                ["lr", "sr", "d=0", f"d={g0.distractors}", f"idle {g0.idle_steps}"],
+                f"retrained), held-out recall at d = 0, after {int(g0.distractors)} distractor "
+                f"passes and after {int(g0.idle_steps)} idle ticks (n = {int(g0.n)} per cell)",
+                ["lr", "sr", "d=0", f"d={int(g0.distractors)}", f"idle {int(g0.idle_steps)}"],
                 rows,
             )
         )
         out.append(text(regime_sentence(grid_df, esn)))
+    rec = recurrence_sentence(measured, best_label)
+    if rec:
+        out.append(text(rec))
     for label, r in (h1 or {}).items():
         out.append(
             text(

@@ -89,7 +89,7 @@ def figure(curves_d, curves_i, bars, chance, grid=None):
     ci_bars(axes[2], bars, chance)
     if grid is not None:
         g0 = grid.iloc[0]
-        regime_heatmap(axes[3], grid, "d", f"after {g0.distractors} distractors", chance)
-        regime_heatmap(axes[4], grid, "idle", f"after {g0.idle_steps} idle ticks", chance)
+        regime_heatmap(axes[3], grid, "d", f"after {int(g0.distractors)} distractors", chance)
+        regime_heatmap(axes[4], grid, "idle", f"after {int(g0.idle_steps)} idle ticks", chance)
     fig.tight_layout()
     return fig
