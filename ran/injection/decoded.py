@@ -11,8 +11,8 @@ query head out of r (B, N) by three fixed maps and a few learned scalars:
 2. undo the layer's input norm: ``xhat / gamma`` (``gamma`` the RMSNorm /
    LayerNorm weight of layer L's input norm), back in the residual stream's
    directions;
-3. value: ``v = pinv(W_O) (a * xhat)``, cut into one ``head_dim`` piece per
-   query head, so that ``o_proj`` of the slot's output is ``a * xhat``: the
+3. value: ``v = pinv(W_O) (a * xhat / ||xhat||)``, cut into one ``head_dim``
+   piece per query head, so that ``o_proj`` of the slot's output is that vector: the
    slot writes the remembered token's residual direction into every query
    that reads it. ``a = exp(log_gain)`` is learned (:func:`calibrate`
    sets it from the residual norm of real text before training).
@@ -25,7 +25,11 @@ particular words: the learned parameters are ``H * head_dim + 2 H + 1``
 numbers, which is why this readout can carry keys outside its training set,
 where the free K/V readout (:class:`ran.injection.slots.SlotReadout`) memorises them.
 
-Why these maps (measured on held-out keys and templates, notebook 06): adding
+The unit norm makes the read depend on the direction of the state only, so the write
+gates set the relative weight of what was written (a fact vs the distractors around it) and
+closing every gate cannot silence a wrong memory; a zero (reset) state reads as zero.
+
+Why these maps (ad hoc checks on notebook 06's held-out episodes, outside the pipeline): adding
 the key token's residual (2x its norm) at every position of a fresh question
 pass at layer 15 of SmolLM2 makes the model answer the key in 0.99 of the
 episodes; transplanting the write pass's keys/values into layer 15's

@@ -374,6 +374,8 @@ def esn_context(doc: dict | None) -> dict | None:
         lr = r["settings"]["lr"]
     except (KeyError, TypeError, ValueError):
         return None
+    if None in (mem.get("max_mean"), mem.get("sr_at_max"), edge, lr):
+        return None  # e.g. the smoke profile: no boundary inside its sr grid
     return {"sentence": (
         f"Notebook 01 (bare reservoir, N = {n}, lr = {lr:g}) measured the same trade: linear memory "
         f"capacity rises with sr to {mem['max_mean']:.1f} at sr = {mem['sr_at_max']:g}, while the "

@@ -21,3 +21,39 @@ def test_half_life_beyond_the_range_and_without_signal():
     assert fmt_half(None, 8) == "n/a"
     with pytest.raises(ValueError):
         half_life([0, 1], [0.5], 0.1)
+
+
+def _esn_doc(edge=1.2, mc=8.9):
+    return {
+        "results": {
+            "memory": {
+                "50": {"max_mean": 6.0, "sr_at_max": 1.4},
+                "400": {"max_mean": mc, "sr_at_max": 1.5},
+            },
+            "chaos": {"autonomous": {"50": 1.7, "400": edge}},
+            "settings": {"lr": 1.0},
+        }
+    }
+
+
+def test_esn_context_reads_the_largest_reservoir_and_tolerates_gaps():
+    from ran.study.retention import esn_context
+
+    s = esn_context(_esn_doc())["sentence"]
+    assert "N = 400" in s and "8.9" in s and "sr ~ 1.2" in s
+    assert esn_context(_esn_doc(edge=None)) is None  # no boundary inside the sr grid (smoke)
+    assert esn_context(None) is None and esn_context({"results": {}}) is None
+
+
+def test_regime_sentence_names_the_leak_rates_from_the_grid():
+    import pandas as pd
+
+    from ran.study.retention import regime_sentence
+
+    grid = pd.DataFrame(
+        [dict(lr=lr, sr=sr, distractors=8, idle_steps=32, n=8, d0=0.9, d=d, idle=i)
+         for lr, d, i in ((1.0, 0.1, 0.0), (0.01, 0.9, 0.95)) for sr in (0.5, 0.9)]
+    )  # fmt: skip
+    s = regime_sentence(grid)
+    assert "lr = 0.01: 0.900 / 0.900 / 0.950" in s and "lr = 1: 0.900 / 0.100 / 0.000" in s
+    assert "best cell lr = 0.01" in s
