@@ -113,6 +113,13 @@ class DecodedReadout(SlotReadout):
         """Per-head logit bias (H,) added to the slot's attention logit."""
         return self.bias
 
+    def calibrate(self, handle, tokenizer, texts: list[str], multiple: float = GAIN_INIT):
+        """Set the gain to ``multiple`` x the residual norm of layer L on ``texts``; returns it."""
+        gain = multiple * residual_norm(handle, tokenizer, texts)
+        with torch.no_grad():
+            self.log_gain.fill_(math.log(gain))
+        return gain
+
 
 def residual_norm(handle, tokenizer, texts: list[str]) -> float:
     """Median norm of the residual stream entering layer L over the tokens of ``texts`` (the
@@ -141,13 +148,9 @@ def residual_norm(handle, tokenizer, texts: list[str]) -> float:
     return float(torch.cat(norms).median())
 
 
-def calibrate(handle, tokenizer, texts: list[str], multiple: float = GAIN_INIT) -> float:
+def calibrate(handle, tokenizer, texts: list[str], multiple: float = GAIN_INIT) -> float | None:
     """Set a decoded readout's gain to ``multiple`` x the residual norm on ``texts``;
     returns the gain. A no-op (returns None) for other readouts."""
-    slots = handle.slots
-    if not isinstance(slots, DecodedReadout):
+    if not isinstance(handle.slots, DecodedReadout):
         return None
-    gain = multiple * residual_norm(handle, tokenizer, texts)
-    with torch.no_grad():
-        slots.log_gain.fill_(math.log(gain))
-    return gain
+    return handle.slots.calibrate(handle, tokenizer, texts, multiple)

@@ -82,6 +82,10 @@ class MemoryHandle(StateMixin):
         """The JSON-able keyword options of ``make(kind, ...)`` that rebuild this handle."""
         return {}
 
+    def calibrate(self, tokenizer, texts: list[str]) -> None:
+        """Set what a mechanism derives from real text before training (``ran.training.train``
+        calls it on a fresh run); a no-op unless a mechanism overrides it."""
+
     def set_gate(self, value: float | torch.Tensor) -> None:
         """Set the gate logit(s) g (scalar or one per query head); tanh(g) is the blend."""
         with torch.no_grad():

@@ -78,6 +78,13 @@ class SlotReadout(torch.nn.Module):
             raise RuntimeError("the query gate needs the layer input, which was not captured")
         return torch.sigmoid(self.query_gate(x.to(self.query_gate.weight.dtype)))
 
+    def slot_bias(self) -> torch.Tensor | None:
+        """Per-head logit bias (H,) on the slots, or None (the free K/V readout has none)."""
+        return None
+
+    def calibrate(self, handle, tokenizer, texts: list[str]) -> None:
+        """Fit what the readout derives from real text before training (nothing here)."""
+
     def forward(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Slot keys and values, each (B, n_kv, M, hd), from r (B, N)."""
         m, n_kv, hd = self.shape
@@ -130,25 +137,16 @@ def _slot_logits_mask(mask, q_len, kv_len, n_slots, device, slot_bias, dtype):
     return full + slot_bias.to(dtype)[None, :, None, None] * lead  # (B|1, H, Q, M+KV)
 
 
-def _joined(query, key, value, slot_k, slot_v):
-    """Keys and values over ``[slots ; tokens]`` for every query head, (B, H, M+KV, hd).
-    Slots come per KV head or per query head (``slot_k.shape[1]`` in {n_kv, H})."""
-    h = query.shape[1]
-    k = torch.cat(
+def _join(n_heads: int, slots: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``[slots ; tokens]`` for every query head, (B, H, M+KV, hd). Slots come per KV head or
+    per query head (``slots.shape[1]`` in {n_kv, H})."""
+    return torch.cat(
         [
-            _expand_kv(slot_k.to(key.dtype), h // slot_k.shape[1]),
-            _expand_kv(key, h // key.shape[1]),
+            _expand_kv(slots.to(tokens.dtype), n_heads // slots.shape[1]),
+            _expand_kv(tokens, n_heads // tokens.shape[1]),
         ],
         2,
     )
-    v = torch.cat(
-        [
-            _expand_kv(slot_v.to(value.dtype), h // slot_v.shape[1]),
-            _expand_kv(value, h // value.shape[1]),
-        ],
-        2,
-    )
-    return k, v
 
 
 def slot_attention(query, key, value, slot_k, slot_v, mask, scaling, dropout=0.0, slot_bias=None):
@@ -170,7 +168,8 @@ def slot_attention(query, key, value, slot_k, slot_v, mask, scaling, dropout=0.0
     Tensor (B, Q, H, hd), the layout attention functions return.
     """
     q_len = query.shape[2]
-    k, v = _joined(query, key, value, slot_k, slot_v)  # (B, H, M+KV, hd)
+    h = query.shape[1]
+    k, v = _join(h, slot_k, key), _join(h, slot_v, value)  # (B, H, M+KV, hd)
     full = _slot_logits_mask(
         mask, q_len, key.shape[2], slot_k.shape[2], query.device, slot_bias, query.dtype
     )
@@ -183,7 +182,7 @@ def slot_attention(query, key, value, slot_k, slot_v, mask, scaling, dropout=0.0
 def slot_mass(query, key, slot_k, mask, scaling, slot_bias=None) -> torch.Tensor:
     """Attention probability mass on the slots, (B, H, Q), computed explicitly."""
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    k, _ = _joined(query, key, key, slot_k, slot_k)  # (B, H, M+KV, hd)
+    k = _join(query.shape[1], slot_k, key)  # (B, H, M+KV, hd)
     logits = (query @ k.transpose(-1, -2)) * scale  # (B, H, Q, M+KV)
     full = _slot_logits_mask(
         mask, query.shape[2], key.shape[2], slot_k.shape[2], query.device, slot_bias, logits.dtype

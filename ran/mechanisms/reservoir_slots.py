@@ -137,6 +137,10 @@ class RANHandle(AdapterMixin, MemoryHandle):
             query_dim,
         )  # fmt: skip
 
+    def calibrate(self, tokenizer, texts: list[str]) -> None:
+        """The readout's own calibration (the decoded slot's gain; nothing for K/V slots)."""
+        self.slots.calibrate(self, tokenizer, texts)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The readout and the gates, then the learned write side (if any): the only new
         trainable parameters (the reservoir's W and W_in are fixed buffers)."""
@@ -166,7 +170,7 @@ class RANHandle(AdapterMixin, MemoryHandle):
         r = self._state if self._state is not None else self.reservoir.zero_state(b)
         slot_k, slot_v = self.slots(r)  # (B, n_kv, M, hd) each
         scaling = kwargs.get("scaling")
-        bias = self.slots.slot_bias() if hasattr(self.slots, "slot_bias") else None
+        bias = self.slots.slot_bias()  # (H,) or None
         aug = S.slot_attention(
             query,
             key,

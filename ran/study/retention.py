@@ -254,18 +254,22 @@ def swap_regime(run, lr: float, sr: float) -> Swapped:
     reservoir's seed and size stay). Call :func:`restore` (or ``.handle.remove()``) after."""
     from dataclasses import replace
 
+    cfg = replace(run.config, reservoir=replace(run.config.reservoir, lr=lr, sr=sr))
+    h = _reinject(run.model, cfg, run.handle)
+    return Swapped(cfg, f"{run.hash}@lr={lr:g},sr={sr:g}", run.model, run.tokenizer, h)
+
+
+def _reinject(model, cfg, old):
+    """Remove ``old`` from ``model`` and inject ``cfg`` (a TrainConfig) with ``old``'s trained
+    parameters copied in (same shapes); returns the new handle."""
     from ran.mechanisms.registry import make
 
-    res = replace(run.config.reservoir, lr=lr, sr=sr)
-    cfg = replace(run.config, reservoir=res)
-    run.handle.remove()
-    h = make(cfg.kind, run.model, cfg.injection_config())
+    old.remove()
+    h = make(cfg.kind, model, cfg.injection_config())
     with torch.no_grad():
-        for dst, src in zip(
-            h.trainable_parameters(), run.handle.trainable_parameters(), strict=True
-        ):
+        for dst, src in zip(h.trainable_parameters(), old.trainable_parameters(), strict=True):
             dst.copy_(src)
-    return Swapped(cfg, f"{run.hash}@lr={lr:g},sr={sr:g}", run.model, run.tokenizer, h)
+    return h
 
 
 def regime_grid(run, outputs, lrs, srs, n_test: int, idle: int, distractors: int) -> list[dict]:
@@ -297,14 +301,7 @@ def regime_grid(run, outputs, lrs, srs, n_test: int, idle: int, distractors: int
 
 def restore(run) -> None:
     """Re-inject ``run``'s own mechanism and trained parameters (after :func:`swap_regime`)."""
-    from ran.mechanisms.registry import make
-
-    params = [p.detach().clone() for p in run.handle.trainable_parameters()]
-    run.handle.remove()
-    run.handle = make(run.config.kind, run.model, run.config.injection_config())
-    with torch.no_grad():
-        for dst, src in zip(run.handle.trainable_parameters(), params, strict=True):
-            dst.copy_(src)
+    run.handle = _reinject(run.model, run.config, run.handle)
 
 
 def regime_sentence(grid, esn: dict | None = None) -> str:

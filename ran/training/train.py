@@ -162,10 +162,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
                 episodes,
                 outputs,
             )
-        if cfg.readout == "decoded":  # the slot's gain from the residual norm (injection.decoded)
-            from ran.injection.decoded import calibrate
-
-            calibrate(handle, tok, [e.passes[0] for e in episodes["train"][:8]])
+        handle.calibrate(tok, [e.passes[0] for e in episodes["train"][:8]])  # e.g. a slot gain
         history = fit(cfg, model, tok, handle, named, episodes, progress)
     wall = time.perf_counter() - t0
     params_path.parent.mkdir(parents=True, exist_ok=True)
