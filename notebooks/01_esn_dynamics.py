@@ -25,7 +25,7 @@
 # forgetting time), saturation, participation ratio, memory capacity (Jaeger
 # 2002) and the largest Lyapunov exponent (Benettin et al. 1980). The whole
 # grid runs batched (`ran.reservoir.ReservoirBank`); logic lives in
-# `ran.reservoir.dynamics` and `ran.report.figures.esn`.
+# `ran.reservoir.dynamics`, `ran.study.esn` (the findings) and `ran.report.figures.esn`.
 
 # %% [markdown]
 # ## Imports
@@ -39,6 +39,7 @@ import torch
 
 from ran.report.figures import esn as viz
 from ran.reservoir import dynamics
+from ran.study import esn
 from ran.util import results
 
 # %% [markdown]
@@ -65,11 +66,11 @@ live_sr = 1.2  # spectral radius of the static live view
 live_units = 100  # size of the static live view
 
 # %%
+smoke = dict(n_seeds=2, n_sr=5, steps=200, washout=50, units_list="20,40", mc_k_max=20, refine_points=3)  # fmt: skip
 if profile == "smoke":
-    n_seeds, n_sr, steps, washout, units_list, mc_k_max = 2, 5, 200, 50, "20,40", 20
-    refine_points = 3
+    globals().update(smoke)
 outputs = results.Outputs(profile)
-units = [int(x) for x in units_list.split(",")]
+units = results.parse_list(units_list)
 srs = [float(x) for x in np.round(np.linspace(sr_min, sr_max, n_sr), 4)]
 seeds = list(range(n_seeds))
 torch.set_num_threads(threads)
@@ -83,9 +84,9 @@ t0 = time.perf_counter()
 df = dynamics.sweep(srs, seeds, units, steps=steps, washout=washout, input_scaling=input_scaling,
                     lr=lr, drive=drive, mc_k_max=mc_k_max, seed=seed)  # fmt: skip
 sweep_s = time.perf_counter() - t0
-payload, findings = dynamics.summarize(df, refine_points=refine_points)
+payload, summary = dynamics.summarize(df, refine_points=refine_points)
 print(f"sweep: {len(df)} rows in {sweep_s:.1f} s")
-for f in findings[1:]:
+for f in summary[1:]:
     print(f["text"])
 
 # %% [markdown]
@@ -136,41 +137,10 @@ else:
 # ## Save
 
 # %%
-b_auto = payload["boundary"][n_show]["autonomous"]
-b_drv = payload["boundary"][n_show]["driven"]
-mem = payload["memory"][n_show]
-drv_rows = df[df.regime == "driven"]
-mc_best_n = max(payload["memory"], key=lambda n: payload["memory"][n]["max_mean"])
-mc_ok, mc_n = int((drv_rows.memory_capacity <= drv_rows.units).sum()), len(drv_rows)
-findings += [
-    results.figure(p_metrics, f"Metrics vs sr, N = {n_show}, {n_seeds} seeds, {steps} steps. "
-                   f"Autonomous: initial state kept from sr* = {b_auto['mean']:.3f} (95% CI "
-                   f"{b_auto['ci_low']:.3f}-{b_auto['ci_high']:.3f}, resolution "
-                   f"{b_auto.get('resolution', payload['sr_grid_step']):.3g}); driven ({drive}, "
-                   f"input_scaling {input_scaling:g}): {b_drv['n_censored']} of "
-                   f"{b_drv['n_seeds']} seeds forget it at every sr up to {b_drv['sr_max']:.2f}; "
-                   f"best mean MC {mem['max_mean']:.1f} at sr = {mem['sr_at_max']:.2f}.", outputs),
-    results.figure(p_mc, f"Driven memory capacity vs N (mean ± sd over {n_seeds} seeds, "
-                   f"{mc_k_max} delays); largest mean MC "
-                   f"{payload['memory'][mc_best_n]['max_mean']:.1f} at N = {mc_best_n} "
-                   f"(sr = {payload['memory'][mc_best_n]['sr_at_max']:.2f}); MC <= N holds for {mc_ok} of {mc_n} estimates.",
-                   outputs),
-    results.figure(p_boundary, "ESP boundary sr* per N (mean, 95% Student-t CI over "
-                   f"{n_seeds} seeds); autonomous sr* spans "
-                   f"{min(b['autonomous']['mean'] for b in payload['boundary'].values()):.3f}-"
-                   f"{max(b['autonomous']['mean'] for b in payload['boundary'].values()):.3f} "
-                   "across N; arrows: driven reservoirs that forget at every sr of the grid.",
-                   outputs),
-]  # fmt: skip
-if not interactive:
-    findings.append(
-        results.figure(
-            p_live,
-            f"One reservoir (sr = {live_sr}, N = {live_units}): "
-            "two trajectories per regime and their distance.",
-            outputs,
-        )
-    )
+figures = {"metrics": p_metrics, "mc": p_mc, "boundary": p_boundary} | ({} if interactive else {"live": p_live})  # fmt: skip
+findings = esn.findings(df, payload, summary, figures, outputs, n_show=n_show, n_seeds=n_seeds, steps=steps,
+                        drive=drive, input_scaling=input_scaling, mc_k_max=mc_k_max, live_sr=live_sr,
+                        live_units=live_units)  # fmt: skip
 payload["settings"] = dict(srs=srs, seeds=seeds, units=units, steps=steps, washout=washout,
                            input_scaling=input_scaling, lr=lr, drive=drive, mc_k_max=mc_k_max,
                            drive_distribution="uniform[-1, 1]" if drive == "uniform" else "N(0, 1)",

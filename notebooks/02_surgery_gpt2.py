@@ -35,7 +35,6 @@
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from ran.injection.config import InjectionConfig
@@ -62,14 +61,15 @@ max_saturation = 0.05  # saturation budget for choosing input_scaling
 threads = 1  # torch threads (the CPU is shared: 1 is fastest)
 
 # %%
+smoke = dict(model_name="tiny-gpt2", gpt2_name="tiny-gpt2", n_prompts=12, n_seeds=1)
 if profile == "smoke":
-    model_name, gpt2_name, n_prompts, n_seeds = "tiny-gpt2", "tiny-gpt2", 12, 1
+    globals().update(smoke)
 if profile == "paper" and gpt2_name == "tiny-gpt2":
     gpt2_name, n_prompts = "gpt2", 128
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
-srs = [float(x) for x in sr_list.split(",")]
-scalings = [float(x) for x in scaling_list.split(",")]
+srs = results.parse_list(sr_list, float)
+scalings = results.parse_list(scaling_list, float)
 exact_models = list(dict.fromkeys([model_name, gpt2_name]))
 default_res = ReservoirConfig()
 default_inj = InjectionConfig()
@@ -134,54 +134,10 @@ plt.show()
 # ## Save
 
 # %%
-pool = default_inj.pooling
-sw = sweeps[pool]
-k_sr = int(np.argmin(np.abs(np.asarray(srs) - default_res.sr)))
-j_def = int(np.argmin(np.abs(np.asarray(scalings) - default_res.input_scaling)))
-sat_def = float(np.asarray(sw["saturation"]).mean(0)[k_sr, j_def])
-below_one = [i for i, s in enumerate(srs) if s < 1]
-esp_max = float(np.asarray(sw["esp"])[:, below_one].max())
-m_mean = mass["mass"].mean(0)
-findings = [
-    results.table(
-        "Injected vs untouched model at init (gate closed) and after remove(): "
-        "max |Δ| over logits (forward) or token ids (generate, 20 greedy tokens, KV cache)",
-        ["model", "attention", "padding", "output", "max |Δ|", "torch.equal", "equal after remove"],
-        [[r["model"], r["impl"], r["padding"], r["output"], r["max_abs_diff"], r["equal"],
-          r["equal_after_remove"]] for r in rows],
-    ),
-    results.text(
-        f"At init the injected model is bit-identical to the untouched one in {n_equal} of "
-        f"{len(rows)} cases ({', '.join(exact_models)} x eager/sdpa x no/left padding x "
-        "forward/generate), and again after remove()."
-    ),
-    results.figure(
-        p_mass,
-        f"Attention mass on the {default_inj.n_slots} slots per query head at layer "
-        f"{mass['layer']} of {model_name} with the gate at tanh(g) = {mass['gate']:.2f}, "
-        f"untrained readout, over {n_prompts} passes: mean {m_mean.mean():.3f} "
-        f"(heads {m_mean.min():.3f}-{m_mean.max():.3f}).",
-        outputs,
-    ),
-    results.figure(
-        p_sweep,
-        f"Reservoir (N = {default_res.units}, {n_seeds} seed(s)) driven by {model_name}'s "
-        f"layer-{mass['layer']} '{pool}' drives of {n_prompts} prompts, over sr x input_scaling. "
-        f"At sr = {default_res.sr:g} the largest input_scaling with saturation <= "
-        f"{max_saturation:g} is {chosen:g} (red); the default {default_res.input_scaling:g} "
-        f"saturates {sat_def:.3f} of the units; for sr < 1 two initial states end at most "
-        f"{esp_max:.2g} apart (/sqrt(N)) after {sw['steps']} passes.",
-        outputs,
-    ),
-    results.figure(
-        p_pool,
-        f"Drive pooling: 'last' drives have participation ratio {pstats['last']['pr']:.1f} and "
-        f"mean pairwise cosine {pstats['last']['cos']:.2f} across prompts, 'mean' drives "
-        f"{pstats['mean']['pr']:.1f} and {pstats['mean']['cos']:.2f}; the more distinct is "
-        f"'{best_pool}', the default is '{pool}'.",
-        outputs,
-    ),
-]  # fmt: skip
+figures = {"mass": p_mass, "sweep": p_sweep, "pooling": p_pool}
+findings = A.findings(rows, exact_models, mass, sweeps, pstats, chosen, best_pool, figures, outputs,
+                      model_name=model_name, n_prompts=n_prompts, n_seeds=n_seeds, max_saturation=max_saturation,
+                      res=default_res, inj=default_inj)  # fmt: skip
 payload = {
     "exactness": rows,
     "slot_mass": {"per_pass_head": mass["mass"], "layer": mass["layer"], "tanh_gate": mass["gate"]},

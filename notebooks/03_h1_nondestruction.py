@@ -36,7 +36,6 @@
 # ## Imports
 
 # %%
-import os
 import time
 
 import matplotlib.pyplot as plt
@@ -54,7 +53,6 @@ from ran.training.config import TrainConfig
 from ran.training.train import train
 from ran.util import results
 from ran.util.memo import memo
-from ran.util.stats import above
 
 # %% [markdown]
 # ## Parameters
@@ -96,21 +94,21 @@ n_gen_prompts = 3  # generation prompts
 overhead_reps = 10  # interleaved timing repetitions
 
 # %%
+smoke = dict(model_name="tiny-llama", layer=-1, steps_list="6", lr_list="0.02", n_train=256, n_test=32,
+             k_list="4,8", train_k_list="8", h1_k=8, elapsed_steps=4, idle_sr_list="0.9,1.1", idle_steps=4,
+             idle_eval_list="0,2,8", idle_n_test=16, ppl_blocks=4, block_len=64, carried=50, idle_long=1000,
+             gen_tokens=30, n_gen_prompts=1, overhead_reps=3)  # fmt: skip
 if profile == "smoke":
-    model_name, layer, steps_list, lr_list, n_train, n_test = "tiny-llama", -1, "6", "0.02", 256, 32
-    k_list, train_k_list, h1_k, elapsed_steps, idle_sr_list = "4,8", "8", 8, 4, "0.9,1.1"
-    idle_steps = 4
-    idle_eval_list, idle_n_test, ppl_blocks, block_len, carried = "0,2,8", 16, 4, 64, 50
-    idle_long, gen_tokens, n_gen_prompts, overhead_reps = 1000, 30, 1, 3
+    globals().update(smoke)
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
-ks = [int(x) for x in k_list.split(",")]
-train_ks = [int(x) for x in train_k_list.split(",")]
-train_steps = dict(zip(train_ks, (int(x) for x in steps_list.split(",")), strict=True))
-train_lr = dict(zip(train_ks, (float(x) for x in lr_list.split(",")), strict=True))
-idle_srs = [float(x) for x in idle_sr_list.split(",")]
-idle_train = tuple(int(x) for x in idle_train_list.split(","))
-idle_eval = [int(x) for x in idle_eval_list.split(",")]
+ks = results.parse_list(k_list)
+train_ks = results.parse_list(train_k_list)
+train_steps = dict(zip(train_ks, results.parse_list(steps_list), strict=True))
+train_lr = dict(zip(train_ks, results.parse_list(lr_list, float), strict=True))
+idle_srs = results.parse_list(idle_sr_list, float)
+idle_train = tuple(results.parse_list(idle_train_list))
+idle_eval = results.parse_list(idle_eval_list)
 WRITE = ("The secret word is {key}.",)
 common = dict(model_name=model_name, layer=None if layer < 0 else layer, learning_rate=lr,
               batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed,
@@ -260,101 +258,27 @@ plt.show()
 # ## Save
 
 # %%
-run_rows = [[name, r.hash, r.config.learning_rate, r.config.steps, len(r.history["step"]),
-             r.history["best_val_acc"],
-             r.wall_time_s / 60, r.loaded] for name, r in runs.items()]  # fmt: skip
-max_run_min = max(r[6] for r in run_rows)
-acc_rows = [[f"secret word K={k} (readout K={h1.readout_for(k, train_ks)})", capacity[k]["n"],
-             capacity[k]["chance"]] + [f"{capacity[k][c]['acc']:.3f} [{capacity[k][c]['ci_low']:.3f}, "
-             f"{capacity[k][c]['ci_high']:.3f}]" for c in CONTROLS] for k in ks]  # fmt: skip
-acc_rows.append([f"elapsed passes (k_max={k_max}, 0..{pre_max} passes before the event)", elapsed["n"], elapsed["chance"]] + [
-    f"{elapsed[c]['acc']:.3f} [{elapsed[c]['ci_low']:.3f}, {elapsed[c]['ci_high']:.3f}]"
-    for c in CONTROLS])  # fmt: skip
-c16 = capacity[16]["reservoir"] if 16 in capacity else None
-ckmax = capacity[max(ks)]["reservoir"]
-er, es, ez = elapsed["reservoir"], elapsed["stateless"], elapsed["reset"]
-el_met = above(er, es, ez)
-d_trained = dppl["trained, carried from a probe pass"]
-d_carried = dppl[f"trained, after {carried} carried passes"]
-stable = carry["finite"] and idle_stab["finite"] and all(p.finite for p in ppl.values())
-idle_last = {lab: st[-1] for lab, st in idle_curves.items()}
-findings = [
-    results.table(
-        f"Cross-pass probes on {model_name}: accuracy [95% Wilson CI] of every control on the "
-        "identical test episodes (reset: state wiped before the question; shuffled: another "
-        "episode's state; stateless: gate closed = base model; oracle: all passes in context)",
-        ["probe", "n", "chance", *CONTROLS], acc_rows),
-    results.text(
-        (f"Must-show, recall >= 0.95 at K=16: {'met' if c16['acc'] >= 0.95 else 'NOT met'} "
-         f"({c16['acc']:.3f} [{c16['ci_low']:.3f}, {c16['ci_high']:.3f}], n = {c16['n']}). "
-         if c16 else "")
-        + f"Aim >= 0.9 at K={max(ks)}: {'reached' if ckmax['acc'] >= 0.9 else 'not reached'} "
-        f"({ckmax['acc']:.3f} [{ckmax['ci_low']:.3f}, {ckmax['ci_high']:.3f}]; chance "
-        f"{1 / max(ks):.3f})."),
-    results.text(
-        f"Must-show, elapsed passes (answer step only, k = 0..{k_max}, 0..{pre_max} filler passes "
-        f"before the event so that counting passes since the reset does not give k; chance "
-        f"{elapsed['chance']:.2f}): reservoir {er['acc']:.3f} [{er['ci_low']:.3f}, "
-        f"{er['ci_high']:.3f}] vs stateless {es['acc']:.3f} [{es['ci_low']:.3f}, "
-        f"{es['ci_high']:.3f}] and reset {ez['acc']:.3f} [{ez['ci_low']:.3f}, "
-        f"{ez['ci_high']:.3f}]: non-overlapping 95% CIs {'met' if el_met else 'NOT met'}."),
-    results.figure(p_cap, f"Secret-word recall vs K with every control (95% Wilson CIs, n = "
-                   f"{n_test} test episodes per K); each K is tested with the readout trained at "
-                   f"the smallest K >= it among {train_ks}.", outputs),
-    results.figure(p_conf, f"Elapsed passes: confusion (row-normalised) of the reservoir, "
-                   f"stateless and reset controls on the same {elapsed['n']} test episodes.",
-                   outputs),
-    results.figure(p_idle, f"Idle retention: K = {idle_k} recall after k zero-input passes, "
-                   f"readouts trained with idle counts {list(idle_train)} mixed; n = "
-                   f"{idle_n_test} per point. At k = {idle_eval[-1]}: "
-                   + ", ".join(f"{lab} {s['acc']:.2f}" for lab, s in idle_last.items()) + ".",
-                   outputs),
-    results.table(
-        f"Held-out Shakespeare perplexity ({ppl_blocks} test blocks x {block_len} tokens, one "
-        "pass per block, state carried block to block)", ["condition", "PPL", "ΔPPL (%)"],
-        [[n, p.ppl, dppl[n]] for n, p in ppl.items()], fmt=".6g"),
-    results.figure(p_dppl, "ΔPPL vs the base model; dotted lines at ±1%.", outputs),
-    results.text(
-        f"Injected at init: ΔPPL = {ppl['injected, init'].ppl - base_ppl!r} exactly (NLL "
-        f"{ppl['injected, init'].nll!r} vs {ppl['base'].nll!r}); torch.equal of the logits of "
-        f"the first blocks: {init_equal}."),
-    results.text(
-        f"Target ΔPPL within 1% after training: {'met' if abs(d_trained) <= 1 else 'NOT met'} "
-        f"({d_trained:+.3f}% with the state carried from a probe pass; {d_carried:+.3f}% after "
-        f"{carried} carried passes)."),
-    results.text(
-        f"Stability: state norm {carry['norm']:.3f} after {carried} carried passes, "
-        f"{after_blocks['norm']:.3f} after the perplexity blocks, {idle_stab['norm']:.3g} after "
-        f"{idle_long} further idle passes; all finite: {stable}."),
-    results.table(
-        f"Greedy generation, {gen_tokens} tokens from {n_gen_prompts} held-out prompts (means): "
-        "4-gram repetition (fraction of repeated 4-grams), distinct-2, perplexity under the base",
-        ["model", "rep-4", "distinct-2", "base PPL"],
-        [[n, g["rep4"], g["distinct2"], g["base_ppl"]] for n, g in gen_mean.items()]),
-    results.text(
-        f"Injection overhead (forward, {block_len} tokens, batch 1, {overhead_reps} interleaved "
-        f"repetitions, trained gate open): median time ratio {ovh['median_ratio']:.3f} "
-        f"(IQR {ovh['ratio_q25_q75'][0]:.3f}-{ovh['ratio_q25_q75'][1]:.3f})."),
-    results.table("Training runs (wall time of the run as recorded; loaded = reused from the cache)",
-                  ["run", "config hash", "peak lr", "max steps", "steps run", "best val acc",
-                   "wall (min)", "loaded"], run_rows),
-    results.text(f"Longest training run: {max_run_min:.1f} minutes of wall time on this machine's CPU "
-                 f"({os.cpu_count()} cores, {threads} torch threads) "
-                 f"({'within' if max_run_min <= 10 else 'over'} the 10-minute budget)."),
-]  # fmt: skip
+run_info = {n: {"hash": r.hash, "config": r.config.to_dict(), "wall_time_s": r.wall_time_s,
+                "loaded": r.loaded, "history": r.history} for n, r in runs.items()}  # fmt: skip
+perplexity = {n: p.summary | {"dppl_pct": dppl[n], "block_nll": p.block_nll} for n, p in ppl.items()}  # fmt: skip
+stability = {"carried": carry, "after_blocks": after_blocks, "idle": idle_stab, "after_generation": gen_state}  # fmt: skip
+figures = {"capacity": p_cap, "elapsed": p_conf, "idle": p_idle, "dppl": p_dppl}
+findings = h1.findings(model_name, capacity, elapsed, idle_curves, perplexity, init_equal, stability, gen_mean,
+                       ovh, run_info, figures, outputs, ks=ks, train_ks=train_ks, k_max=k_max, pre_max=pre_max,
+                       n_test=n_test, idle_k=idle_k, idle_train=idle_train, idle_eval=idle_eval,
+                       idle_n_test=idle_n_test, ppl_blocks=ppl_blocks, block_len=block_len, carried=carried,
+                       idle_long=idle_long, gen_tokens=gen_tokens, n_gen_prompts=n_gen_prompts,
+                       overhead_reps=overhead_reps, threads=threads)  # fmt: skip
 payload = {
     "capacity": {k: capacity[k] for k in ks},
     "elapsed": elapsed,
     "idle_retention": {"idle_counts": idle_eval, "curves": idle_curves},
-    "perplexity": {n: p.summary | {"dppl_pct": dppl[n], "block_nll": p.block_nll}
-                   for n, p in ppl.items()},
+    "perplexity": perplexity,
     "init_logits_equal": init_equal,
-    "stability": {"carried": carry, "after_blocks": after_blocks, "idle": idle_stab,
-                  "after_generation": gen_state},
+    "stability": stability,
     "generation": gen, "generation_mean": gen_mean, "prompts": prompts,
     "overhead": ovh,
-    "runs": {n: {"hash": r.hash, "config": r.config.to_dict(), "wall_time_s": r.wall_time_s,
-                 "loaded": r.loaded, "history": r.history} for n, r in runs.items()},
+    "runs": run_info,
     "settings": dict(model_name=model_name, layer=layer, ks=ks, train_ks=train_ks, train_steps=train_steps,
                      train_lr=train_lr, h1_k=h1_k,
                      n_test=n_test, input_scaling=input_scaling,

@@ -48,7 +48,6 @@ from ran.study import tables as compare_tables
 from ran.training import jobs
 from ran.training.config import TrainConfig
 from ran.util import results
-from ran.util.stats import above
 
 # %% [markdown]
 # ## Parameters
@@ -106,19 +105,18 @@ ext_k_list = "6,16,64"  # extended comparison: K of recall (readouts trained at 
 ext_elapsed_kinds = "all"  # extended comparison: kinds that also run the elapsed probe
 
 # %%
+smoke = dict(model_name="tiny-llama", layer=-1, k_list="4,8", steps=3, elapsed_steps=2, batch=8, n_train=128,
+             n_val=16, n_test=16, k_max=3, idle_list="0,2", idle_k=4, ppl_blocks=2, units=64, overhead_reps=2,
+             block_len=32, gen_tokens=24, scale_models="tiny-gpt2,tiny-qwen2,tiny-llama", scale_units="64",
+             scale_input_scaling="0.3", scale_k=4, scale_steps=3, scale_n_test=16, scale_ppl_blocks=2,
+             scale_block_len=32, scale_overhead_reps=2, extended=True, ext_k_list="2,4,8")  # fmt: skip
 if profile == "smoke":
-    model_name, layer, k_list, steps, elapsed_steps, batch = "tiny-llama", -1, "4,8", 3, 2, 8
-    n_train, n_val, n_test, k_max, idle_list, idle_k, ppl_blocks = 128, 16, 16, 3, "0,2", 4, 2
-    units, overhead_reps = 64, 2
-    block_len, gen_tokens = 32, 24
-    scale_models, scale_units, scale_input_scaling = "tiny-gpt2,tiny-qwen2,tiny-llama", "64", "0.3"
-    scale_k, scale_steps, scale_n_test, scale_ppl_blocks, scale_block_len = 4, 3, 16, 2, 32
-    scale_overhead_reps, extended, ext_k_list = 2, True, "2,4,8"
+    globals().update(smoke)
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
-kind_list = scaling.parse_list(kinds)
+kind_list = results.parse_list(kinds, str)
 el_kinds = compare.parse_kinds(elapsed_kinds, kind_list)
-ks = tuple(scaling.parse_list(k_list, int))
+ks = tuple(results.parse_list(k_list, int))
 WRITE = ("The secret word is {key}.",)
 train_extra = dict(warmup_steps=min(5, steps - 1), eval_every=20, patience=2, gate_init=gate_init,
                    kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
@@ -128,7 +126,7 @@ cc = compare.CompareConfig(
     steps=steps, elapsed_steps=elapsed_steps, batch_size=batch, learning_rate=lr,
     kl_weight=kl_weight, secret_params=dict(write_templates=WRITE),
     elapsed_params=dict(k_max=k_max) | ({"pre_max": pre_max} if pre_max else {}),
-    idle_counts=tuple(scaling.parse_list(idle_list, int)), idle_k=idle_k, ppl_blocks=ppl_blocks,
+    idle_counts=tuple(results.parse_list(idle_list, int)), idle_k=idle_k, ppl_blocks=ppl_blocks,
     block_len=block_len, gen_tokens=gen_tokens, n_gen_prompts=n_gen_prompts,
     overhead_reps=overhead_reps, train=train_extra,
 )  # fmt: skip
@@ -169,7 +167,7 @@ for row in claim_rows:
 # %%
 t_ext = time.perf_counter()
 if extended:
-    cc_ext = dataclasses.replace(cc, ks=tuple(scaling.parse_list(ext_k_list, int)))
+    cc_ext = dataclasses.replace(cc, ks=tuple(results.parse_list(ext_k_list, int)))
     cmp_ext, failed_ext = compare.compare_all(
         cc_ext, base, kind_list, compare.parse_kinds(ext_elapsed_kinds, kind_list), outputs,
         attractor_gate)  # fmt: skip
@@ -182,12 +180,12 @@ ext_s = time.perf_counter() - t_ext
 t_scale = time.perf_counter()
 if profile == "default":
     # two axes through the comparison's reservoir (units, input_scaling), whose run is reused
-    grid = [(model_name, u, input_scaling) for u in scaling.parse_list(units_list, int)]
-    grid += [(model_name, units, s) for s in scaling.parse_list(input_scaling_list, float)
+    grid = [(model_name, u, input_scaling) for u in results.parse_list(units_list, int)]
+    grid += [(model_name, units, s) for s in results.parse_list(input_scaling_list, float)
              if s != input_scaling]  # fmt: skip
     x_key, group_key, scale_layer = "units", "input_scaling", None if layer < 0 else layer
 else:
-    models = scaling.parse_list(scale_models)
+    models = results.parse_list(scale_models, str)
     grid = list(zip(models, scaling.per_model(models, scale_units, int),
                     scaling.per_model(models, scale_input_scaling, float), strict=True))  # fmt: skip
     x_key, group_key, scale_layer = "model_params", None, None
@@ -235,51 +233,11 @@ plt.show()
 # ## Save
 
 # %%
-g_cfg = compare_claims.gated(attractor_gate)
-k_head = ks[len(ks) // 2]  # the README headline is the must-show at the middle K
-findings = compare_tables.findings(cmp, cc, base.generation, p_cmp, outputs, failed, g_cfg, k_head)
-if claim_rows:
-    s_star = g_cfg.eta * (1 - g_cfg.decay) / (g_cfg.decay + g_cfg.eta * (1 - g_cfg.decay))
-    findings += [
-        results.table(
-            f"The attractor layer's reported behaviours, measured on {model_name} with feedback "
-            f"gain g = {attractor_gate:g} (no gating: burn-in 0, threshold 0; gating + burn-in: "
-            f"burn-in {compare_claims.gated(attractor_gate).burn_in} passes, threshold "
-            f"{compare_claims.gated(attractor_gate).threshold:g}); g = {attractor_gate:g} makes "
-            f"the feedback {100 * attractor_gate * s_star:.0f}% of the residual stream's RMS at "
-            f"the fixed-point strength s* = {s_star:.2f} of a repeated input, a small edit as for "
-            f"a layer reported to leave perplexity unchanged. Verdicts follow from the numbers: "
-            f"{tol.describe()}.", compare_claims.CLAIM_COLUMNS, claim_rows),
-        results.text(
-            f"{sum(r[-1] == 'yes' for r in claim_rows)} of {len(claim_rows)} reported behaviours "
-            f"of the attractor layer reproduce on {model_name} "
-            f"({sum(r[-1] == 'inconclusive' for r in claim_rows)} inconclusive at this sample "
-            "size): "
-            + "; ".join(f"{r[1]}: {r[-1]}" for r in claim_rows) + "."),
-    ]  # fmt: skip
-scale_what = ("reservoir units x input scaling on " + model_name if profile == "default"
-              else "models " + ", ".join(p["model_name"] for p in points))  # fmt: skip
-best = max(points, key=lambda p: p["recall"]["reservoir"]["acc"])
-n_above = sum(above(p["recall"]["reservoir"], p["recall"]["reset"], p["recall"]["stateless"])
-              for p in points)  # fmt: skip
-findings += [
-    results.table(
-        f"Scaling ({scale_what}): K = {scale_k} secret-word recall after {scale_steps} steps "
-        f"[95% Wilson CI] with the reset and stateless controls and chance ({scale_n_test} test "
-        f"episodes), ΔPPL at init and after training ({scale_ppl_blocks} blocks x "
-        f"{scale_block_len} tokens, bootstrap 95% CI), forward-time ratio ({scale_overhead_reps} "
-        "reps, bootstrap 95% CI).", scaling.SCALE_COLUMNS, scaling.scaling_rows(points)),
-    results.text(
-        f"Scaling: the reservoir is above both the reset and the stateless control "
-        f"(non-overlapping 95% CIs) at {n_above} of {len(points)} points; best recall "
-        f"{compare_tables.fmt_acc(best['recall']['reservoir'])} ({best['model_name']}, N = "
-        f"{best['units']}, input scaling {best['input_scaling']:g}); ΔPPL at init is 0 exactly at "
-        f"{sum(p['dppl_init']['dppl_pct'] == 0 for p in points)} of {len(points)} points."),
-    results.figure(
-        p_scale, f"Scaling ({scale_what}): recall with reset (dashed) and stateless (dotted "
-        "line, open markers) controls and chance, ΔPPL after training and forward-time ratio vs "
-        f"{x_key.replace('_', ' ')}; 95% CIs.", outputs),
-]  # fmt: skip
+figures = {"comparison": p_cmp, "scaling": p_scale}
+findings = scaling.findings(cmp, cc, base.generation, failed, claim_rows, tol, attractor_gate, points, x_key,
+                            figures, outputs, scale_k=scale_k, scale_steps=scale_steps, scale_n_test=scale_n_test,
+                            scale_ppl_blocks=scale_ppl_blocks, scale_block_len=scale_block_len,
+                            scale_overhead_reps=scale_overhead_reps)  # fmt: skip
 payload = {
     "comparison": {lab: {k: v for k, v in r.items()} for lab, r in cmp.items()},
     **checks,
@@ -303,7 +261,8 @@ print(f"saved {outputs.rel(path)}")
 # %%
 if extended:
     ext_findings = compare_tables.findings(cmp_ext, cc_ext, base.generation, p_ext, outputs,
-                                           failed_ext, g_cfg, cc_ext.ks[-1])  # fmt: skip
+                                           failed_ext, compare_claims.gated(attractor_gate),
+                                           cc_ext.ks[-1])  # fmt: skip
     ext_payload = {
         "comparison": cmp_ext,
         **compare_tables.must_shows(cmp_ext, cc_ext.ks),

@@ -82,18 +82,20 @@ executor = "local"  # paper profile: the sweep command's executor for the seed r
 
 # %%
 extra = {}  # TrainConfig overrides (smoke only)
-if profile == "paper":  # the size the question needs: 32 seeds, full training (150 steps)
-    n_seeds, steps, batch_size, warmup_steps = 32, 150, 16, 10
-    n_train, n_val, n_test = 2400, 256, 512  # every training episode seen once; tighter CIs
+# paper: the size the question needs (32 seeds, full training; every training episode seen once, tighter CIs)
+paper = dict(n_seeds=32, steps=150, batch_size=16, warmup_steps=10, n_train=2400, n_val=256,
+             n_test=512)  # fmt: skip
+smoke = dict(model_name="tiny-llama", n_seeds=3, steps=3, units=64, noise_steps=200, washout=50, mc_k_max=20,
+             probe_params=dict(k=4, keys=["dog", "cat", "owl", "bee"], write_templates=["{key}"], n_train=96,
+                               n_val=24, n_test=48),  # a random 4-layer model learns K=4 recall of a bare key
+             extra=dict(n_slots=4), learning_rate=3e-2, warmup_steps=2, batch_size=16, input_scaling=0.5,
+             n_boot=500)  # fmt: skip
+if profile == "paper":
+    globals().update(paper)
 probe_params = dict(k=k, n_train=n_train, n_val=n_val, n_test=n_test,
                     write_templates=[write_template])  # fmt: skip
-if profile == "smoke":  # a random 4-layer model learns K=4 recall of a bare key in seconds
-    model_name, n_seeds, steps, units, noise_steps, washout, mc_k_max = (
-        "tiny-llama", 3, 3, 64, 200, 50, 20)  # fmt: skip
-    probe_params = dict(k=4, keys=["dog", "cat", "owl", "bee"], write_templates=["{key}"],
-                        n_train=96, n_val=24, n_test=48)  # fmt: skip
-    extra, learning_rate, warmup_steps, batch_size = dict(n_slots=4), 3e-2, 2, 16
-    input_scaling, n_boot = 0.5, 500
+if profile == "smoke":
+    globals().update(smoke)
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
 res_seeds = list(range(first_seed, first_seed + n_seeds))
@@ -218,15 +220,10 @@ del model
 one = [SD.one_step_metrics(c.reservoir, drives, [e.answer for e in val_eps]) for c in cfgs]
 for col in ("pr_real", "sep_real", "sat_real"):
     df[col] = [m[col] for m in one]
-metrics = {"pr_noise": "PR (scalar noise)", "mc_noise": "MC (scalar noise)",
-           "pr_real": "PR of r1 (real drives)", "sep_real": "word share of r1 variance"}  # fmt: skip
-sep_span = float(df.sep_real.max() - df.sep_real.min())
-if sep_span < 1e-6:  # constant up to rounding: a rank correlation would only rank float noise
-    metrics.pop("sep_real")
+metrics = SD.ranked_metrics(df)  # column -> label of the metrics correlated with accuracy
 corr = {m: SD.spearman_bootstrap(df[m], df.test_acc, n_boot, seed) for m in metrics}
 corr_val = {m: SD.spearman_bootstrap(df[m], df.val_acc, n_boot, seed) for m in metrics}
-t_crit = stats.t.ppf(0.975, n_seeds - 2)
-rho_crit = float(t_crit / np.sqrt(n_seeds - 2 + t_crit**2))  # |rho| needed for p < 0.05
+rho_crit = SD.rho_critical(n_seeds)  # |rho| needed for p < SD.ALPHA
 untrained_s = time.perf_counter() - t3
 print(df[["seed", "val_acc", "test_acc", *metrics]].round(4).to_string(index=False))
 print(
@@ -257,105 +254,9 @@ plt.show()
 
 # %%
 b = df[df.seed == best_seed].iloc[0]
-rs, sh, st, orc = (ctrl[c] for c in ("reset", "shuffled", "stateless", "oracle"))
-n_def = sum(np.isfinite(c["rho"]) and np.isfinite(c["ci_low"]) for c in corr.values())
-n_zero = sum(c["ci_low"] <= 0 <= c["ci_high"] for c in corr.values())  # NaN compares False
-if not np.isfinite(chi2["p"]):
-    verdict = (
-        "The test of equal accuracy is undefined: every seed got every episode right (or wrong)"
-    )
-elif chi2["p"] < 0.05:
-    verdict = "The reservoir seed changes test accuracy by more than sampling noise at the 5% level"
-else:
-    verdict = (
-        "At the 5% level the seeds' test accuracies are compatible with one common "
-        "accuracy: the chi-square test does not separate the seeds"
-    )
-n_sig = sum(c["p"] < 0.05 and not c["ci_low"] <= 0 <= c["ci_high"] for c in corr.values())
-if n_def < len(corr):
-    corr_verdict = (
-        f"Spearman rho is undefined for {len(corr) - n_def} of {len(corr)} metrics "
-        "(test accuracy or the metric is constant across seeds). "
-    )
-elif n_sig == 0:
-    corr_verdict = (
-        "Untrained metrics do not predict trained accuracy here: none has p < 0.05 "
-        f"and a CI excluding 0 ({len(corr) - n_zero} of {len(corr)} percentile CIs "
-        "exclude 0 on their own; over so few seeds the percentile bootstrap "
-        "undercovers). "
-    )
-else:
-    corr_verdict = (
-        f"{n_sig} of {len(corr)} untrained metrics have p < 0.05 and a CI excluding "
-        "0 (no correction for the multiple comparisons). "
-    )
-findings = [
-    results.text(
-        f"Seed study: {model_name}, secret-word recall with K = {round(1 / chance)} "
-        f"(chance {chance:.3f}), {n_seeds} reservoir seeds ({res_seeds[0]}-{res_seeds[-1]}; N = "
-        f"{units}, sr = {sr}, input_scaling = {input_scaling}), each trained {steps} steps at "
-        f"batch {base.batch_size} (lr {base.learning_rate:g}, {base.warmup_steps} warm-up steps, "
-        f"gate_init {base.gate_init:g}) with the same readout init and data order; "
-        f"{int(b.n_val)} validation and {int(b.n_test)} test episodes."),
-    results.table(
-        "Per reservoir seed: validation and test accuracy (Wilson 95% CI), "
-        "untrained metrics, training wall time",
-        ["seed", "val acc", "test acc", "test CI low", "test CI high",
-         "PR noise", "MC noise", "PR r1 real", "word share r1", "train s"],
-        [[int(r.seed), r.val_acc, r.test_acc, r.test_lo, r.test_hi, r.pr_noise, r.mc_noise, r.pr_real, r.sep_real, r.train_wall_s] for r in df.itertuples()]),
-    results.text(
-        f"Picked on validation, seed {best_seed} (val {b.val_acc:.3f}, {int(b.val_correct)}/"
-        f"{int(b.n_val)}) scores {b.test_acc:.3f} on test (95% CI {b.test_lo:.3f}-{b.test_hi:.3f}, "
-        f"{int(b.test_correct)}/{int(b.n_test)}); on the same episodes reset gives "
-        f"{rs['acc']:.3f} (CI {rs['ci_low']:.3f}-{rs['ci_high']:.3f}), shuffled {sh['acc']:.3f} "
-        f"(CI {sh['ci_low']:.3f}-{sh['ci_high']:.3f}), the stateless base model "
-        f"{st['acc']:.3f}, the oracle (text in context) {orc['acc']:.3f}, chance {chance:.3f}."),
-    results.text(
-        f"Across the {n_seeds} seeds test accuracy has mean {var['mean']:.3f}, sd {var['sd']:.3f} "
-        f"and range {var['min']:.3f}-{var['max']:.3f}. Picking the best on validation gives "
-        f"{var['best_on_val_test']:.3f} on test, {var['optimism']:+.3f} against the mean over "
-        f"seeds (rank {var['rank_of_pick_on_test']} of {n_seeds} on test); its validation "
-        f"accuracy minus its test accuracy is {var['winners_curse']:+.3f}."),
-    results.text(
-        f"One-way ANOVA of per-episode test correctness grouped by seed (H0: every seed has the "
-        f"same accuracy): F({anova['df_between']}, {anova['df_within']}) = {anova['F']:.2f}, "
-        f"p = {anova['p']:.3g}, eta^2 = {anova['eta2']:.4f}. The chi-square test of homogeneity "
-        f"of proportions ({n_seeds} x 2 table, the test made for binary outcomes): chi2("
-        f"{chi2['dof']}) = {chi2['chi2']:.2f}, p = {chi2['p']:.3g}, Cramér's V = "
-        f"{chi2['cramers_v']:.3f} (smallest expected count {chi2['min_expected']:.1f}). Both "
-        f"treat seeds as independent samples, but every seed answers the same test episodes; "
-        f"Cochran's Q for matched binary outcomes: Q({cochran['dof']}) = {cochran['Q']:.2f}, "
-        f"p = {cochran['p']:.3g}."),
-    results.text(
-        f"{verdict} (chi-square p = {chi2['p']:.3g}, Cochran's Q p = {cochran['p']:.3g})."),
-    results.text(
-        "Untrained metrics vs test accuracy (Spearman rho, 95% percentile bootstrap CI over "
-        f"seeds, {n_boot} resamples): "
-        + "; ".join(f"{metrics[m]}: rho = {c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}], "
-                    f"p = {c['p']:.2g}" for m, c in corr.items())
-        + ". Against validation accuracy: "
-        + "; ".join(f"{metrics[m]}: rho = {c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
-                    for m, c in corr_val.items()) + "."),
-    results.text(
-        corr_verdict
-        + f"With n = {n_seeds} seeds the CIs are wide: |rho| must exceed {rho_crit:.2f} for "
-        "p < 0.05, so only a strong monotone relation could have been detected."),
-    *([results.text(
-        f"The word share of r1 variance is {df.sep_real.min():.6f}-{df.sep_real.max():.6f} for "
-        "every seed: with one write template and no context the write pass, hence r1, is a "
-        "function of the secret word alone, so this metric cannot rank seeds and is left out "
-        "of the correlations.")] if "sep_real" not in metrics else []),
-    results.text(
-        "In a two-pass episode the question reads r1 = tanh(W_in u) of the write pass: the "
-        "recurrent matrix W, which sets the noise-driven PR and MC, never acts, so those metrics "
-        "can only track accuracy through W_in, which the seed also draws."),
-    results.figure(p_acc, f"Validation and test accuracy per reservoir seed (Wilson 95% CIs); "
-                   f"star: the seed picked on validation (seed {best_seed}); lines: reset and "
-                   f"shuffled controls and the stateless base model on that seed's test episodes, chance.",
-                   outputs),
-    results.figure(p_corr, f"Untrained reservoir metrics vs test accuracy, one point per seed; "
-                   f"titles: Spearman rho [95% bootstrap CI], n = {n_seeds}.", outputs),
-]  # fmt: skip
+figures = {"accuracy": p_acc, "correlation": p_corr}
+findings = SD.findings(df, best_seed, ctrl, var, anova, chi2, cochran, corr, corr_val, metrics, base, chance,
+                       n_boot, rho_crit, figures, outputs)  # fmt: skip
 payload = {
     "settings": dict(model_name=model_name, seeds=res_seeds, base_config=base.to_dict(),
                      run_hashes=df.hash.tolist(), noise_steps=noise_steps, washout=washout,

@@ -124,7 +124,7 @@ print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {step
 
 # %%
 t0 = time.perf_counter()
-configs, _, large_cfg = RT.plan(base, best, best_lr, best_sr, [c for c in compare.split(",") if c],
+configs, _, large_cfg = RT.plan(base, best, best_lr, best_sr, results.parse_list(compare, str, allow_empty=True),
                                 k_large=k_large)  # fmt: skip
 jobs.train_all([*configs.values(), *([large_cfg] if large_cfg else [])], outputs)  # 2 workers
 measured, train_s = {}, 0.0
@@ -138,7 +138,7 @@ for label, cfg in configs.items():
         grid_rows = RT.regime_grid(run, outputs, ints(grid_lr, float), ints(grid_sr, float), grid_n,
                                    idle=max(ints(idle_list)), distractors=8)  # fmt: skip
         print("H1:", {k: round(v["dppl_pct"], 2) for k, v in h1.items()})
-    if label.split(" ")[0] in [r for r in h1_rows.split(",") if r]:
+    if label.split(" ")[0] in results.parse_list(h1_rows, str, allow_empty=True):
         h1[label] = RT.h1_check(run)
     m = measured[label]
     print(label, run.hash, {p["distractors"]: round(p["reservoir"]["acc"], 3) for p in m["distractors"]},

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ran.agent import demo, measure, viz
+from ran.agent import findings as agent_findings
 from ran.agent.checkpoint import agent_identity
 from ran.agent.config import AgentConfig
 from ran.agent.gate_probe import GateProbe
@@ -72,9 +73,12 @@ threads = 1  # torch threads
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
 t0 = time.perf_counter()
-if profile == "smoke":  # an untrained tiny-llama adapter, small probes: seconds
-    adapter = str(demo.smoke_adapter(outputs.build / "agent" / "tiny-adapter"))
-    n_train, n_val, n_test, turns, clock_train, clock_test, latency_messages = 6, 3, 4, 6, 4, 3, 3
+# smoke: an untrained tiny-llama adapter and small probes, seconds
+smoke = dict(adapter=str(outputs.build / "agent" / "tiny-adapter"), n_train=6, n_val=3, n_test=4, turns=6,
+             clock_train=4, clock_test=3, latency_messages=3)  # fmt: skip
+if profile == "smoke":
+    globals().update(smoke)
+    demo.smoke_adapter(adapter)  # written once
 adapter_dir = Path(adapter) if Path(adapter).is_absolute() else results.REPO_ROOT / adapter
 if not (adapter_dir / "adapter_config.json").is_file():
     raise FileNotFoundError(f"there is no trained memory adapter at {adapter_dir}; train it first "
@@ -176,56 +180,9 @@ plt.show()
 # ## Save
 
 # %%
-sf, sl, al = (gate_report[n]["scores"] for n in ("stateful", "stateless", "always"))
-
-
-def _prf(s):
-    return (f"precision {s['precision']['value']:.2f} [{s['precision']['ci95'][0]:.2f}, "
-            f"{s['precision']['ci95'][1]:.2f}], recall {s['recall']['value']:.2f} "
-            f"[{s['recall']['ci95'][0]:.2f}, {s['recall']['ci95'][1]:.2f}], F1 {s['f1']['value']:.2f} "
-            f"[{s['f1']['ci95'][0]:.2f}, {s['f1']['ci95'][1]:.2f}]")  # fmt: skip
-
-
-mem, rst = check["memory"], check["reset"]
-cued = {
-    n: gate_report[n]["categories"].get("cued", {}).get("emit_rate")
-    for n in ("stateful", "stateless")
-}
-cued = {n: "n/a" if v is None else f"{v:.2f}" for n, v in cued.items()}
-findings = [
-    {**results.text(
-        f"Scripted conversation ({model_name}): the fact {key!r} told inside a normal message, four "
-        f"unrelated turns and 5 idle ticks, then a question; the agent's reply "
-        f"{'contains' if mem['has_key'] else 'does not contain'} the fact ({mem['reply']!r}); with "
-        f"the state reset before the question it {'contains' if rst['has_key'] else 'does not contain'} "
-        f"it ({rst['reply']!r})."), "headline": True},
-    results.text(
-        f"Output gate on {gate_report['n_turns']['test']} held-out test turns (positive rate "
-        f"{gate_report['positive_rate_test']:.2f}): stateful {_prf(sf)}; stateless {_prf(sl)}; "
-        f"always-emit {_prf(al)}. Turns that are requests only in context (a bare phrase after "
-        f"'answer my next message'): emitted at rate {cued['stateful']} (stateful) and "
-        f"{cued['stateless']} (stateless)."),
-    results.text(
-        f"Interrupt latency ({latency['n']} messages at random moments, idle ticks every "
-        f"{latency_idle_every:g} s, {latency['interrupted']} arriving during a pass): at most "
-        f"{latency['max_waited_passes']} pass(es) between arrival and the message's own pass; first "
-        f"emitted token after {latency['first_token_ms']['median']:.0f} ms (median; p95 "
-        f"{latency['first_token_ms']['p95']:.0f} ms)."),
-    results.text(
-        f"Elapsed time read from r(t) (idle ticks since the last message, classes "
-        f"{clock['k_values']}): accuracy {clock['acc']:.2f} [{clock['ci95'][0]:.2f}, "
-        f"{clock['ci95'][1]:.2f}] against chance {clock['chance']:.2f}, mean absolute error "
-        f"{clock['mae_ticks']:.1f} ticks (always guessing the median: {clock['mae_ticks_constant']:.1f})."),
-    results.figure(p_gate, "Precision, recall and F1 (95% CIs) of the output gate with and without "
-                   "r(t) among its features, and of always emitting, on held-out wordings.", outputs),
-    results.figure(p_clock, "Idle ticks since the last message decoded from r(t) (rows normalised).",
-                   outputs),
-]  # fmt: skip
-if not interactive:
-    findings.append(results.figure(p_traj, "r(t) after every pass of the scripted conversation in a "
-                                   "fixed PCA plane (fitted on the gate probe's test states): as "
-                                   "written (left) and with the state reset before the question "
-                                   "(right).", outputs))  # fmt: skip
+figures = {"gate": p_gate, "clock": p_clock} | ({} if interactive else {"trajectory": p_traj})
+findings = agent_findings.findings(model_name, key, check, gate_report, latency, clock, latency_idle_every,
+                                   figures, outputs)  # fmt: skip
 payload = {
     "adapter": str(adapter_dir.name),
     "identity": agent.identity,

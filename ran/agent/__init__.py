@@ -14,6 +14,7 @@ Modules, one concept each:
 * :mod:`~ran.agent.gate`, :mod:`~ran.agent.gate_probe`, :mod:`~ran.agent.gate_train`: the
   output gate, its probe, its training and scores;
 * :mod:`~ran.agent.measure`: interrupt latency and the elapsed-time probe;
+* :mod:`~ran.agent.findings`: notebook 07's findings sentences and captions;
 * :mod:`~ran.agent.script`: scripted conversations; :mod:`~ran.agent.cli`: ``python -m ran agent``.
 
 Example

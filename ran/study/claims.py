@@ -125,3 +125,31 @@ def claims(no_gate: dict, with_gate: dict, base_gen: dict, tol: Tolerances | Non
          _yes(g0["degraded"])],
         [f"{n}-token greedy generation, gating + burn-in", REPORTED["fix"], gen_text(g1), fix],
     ]  # fmt: skip
+
+
+def claims_findings(
+    claim_rows: list, attractor_gate: float, model_name: str, tol: Tolerances
+) -> list:
+    """The claims table (with its settings and tolerances in the caption) and the sentence
+    counting the reported behaviours that reproduce, as findings blocks; empty without rows."""
+    from ran.util.results import table, text
+
+    if not claim_rows:
+        return []
+    g_cfg = gated(attractor_gate)
+    s_star = g_cfg.eta * (1 - g_cfg.decay) / (g_cfg.decay + g_cfg.eta * (1 - g_cfg.decay))
+    return [
+        table(
+            f"The attractor layer's reported behaviours, measured on {model_name} with feedback "
+            f"gain g = {attractor_gate:g} (no gating: burn-in 0, threshold 0; gating + burn-in: "
+            f"burn-in {g_cfg.burn_in} passes, threshold {g_cfg.threshold:g}); g = "
+            f"{attractor_gate:g} makes the feedback {100 * attractor_gate * s_star:.0f}% of the "
+            f"residual stream's RMS at the fixed-point strength s* = {s_star:.2f} of a repeated "
+            "input, a small edit as for a layer reported to leave perplexity unchanged. Verdicts "
+            f"follow from the numbers: {tol.describe()}.", CLAIM_COLUMNS, claim_rows),
+        text(
+            f"{sum(r[-1] == 'yes' for r in claim_rows)} of {len(claim_rows)} reported behaviours "
+            f"of the attractor layer reproduce on {model_name} "
+            f"({sum(r[-1] == 'inconclusive' for r in claim_rows)} inconclusive at this sample "
+            "size): " + "; ".join(f"{r[1]}: {r[-1]}" for r in claim_rows) + "."),
+    ]  # fmt: skip

@@ -38,6 +38,7 @@ from ran.tasks.episodes import CONTROLS, evaluate
 from ran.training.config import TrainConfig
 from ran.training.train import train
 from ran.util.memo import memo
+from ran.util.results import parse_list
 
 IDLE_CONTROLS = ("reservoir", "reset", "stateless")
 
@@ -235,7 +236,7 @@ def parse_kinds(text: str, kinds: list[str]) -> list[str]:
         return list(kinds)
     if text in ("none", ""):
         return []
-    chosen = [t.strip() for t in text.split(",") if t.strip()]
+    chosen = parse_list(text, str)
     unknown = [t for t in chosen if t not in registry.kinds()]
     if unknown:
         raise ValueError(

@@ -10,12 +10,17 @@ on the same code path for every architecture (GPT-2, Qwen2, Llama):
   with the state carried from a probe pass (paired bootstrap 95% CIs);
 * the forward-time overhead ratio (bootstrap 95% CI of the median);
 * the base model's parameter count and the training wall time.
+
+:func:`findings` builds notebook 04's findings blocks: the mechanism comparison
+(:mod:`ran.study.tables`), the attractor's reported behaviours (:mod:`ran.study.claims`)
+and the scaling table, sentence and figure (:func:`scaling_findings`).
 """
 
 from __future__ import annotations
 
 from ran.evaluation import measure as M
 from ran.mechanisms.registry import trainable_count
+from ran.study import claims as CL
 from ran.study import compare as C
 from ran.study import h1
 from ran.study import tables as CT
@@ -23,6 +28,8 @@ from ran.tasks.episodes import evaluate
 from ran.training.config import TrainConfig
 from ran.training.train import train
 from ran.util.memo import memo
+from ran.util.results import figure, parse_list, table, text
+from ran.util.stats import above
 
 SCALE_CONTROLS = ("reservoir", "reset", "shuffled", "stateless")
 SCALE_COLUMNS = ["model", "model params (M)", "units", "input scaling", "K", "recall", "reset",
@@ -33,14 +40,6 @@ SCALE_COLUMNS = ["model", "model params (M)", "units", "input scaling", "K", "re
 def n_params(model) -> int:
     """Number of parameters of a model."""
     return sum(p.numel() for p in model.parameters())
-
-
-def parse_list(text: str, cast=str) -> list:
-    """``"a,b,c"`` -> ``[cast(a), cast(b), cast(c)]`` (blanks dropped)."""
-    out = [cast(x.strip()) for x in str(text).split(",") if x.strip()]
-    if not out:
-        raise ValueError(f"expected a non-empty comma-separated list, got {text!r}")
-    return out
 
 
 def per_model(models: list[str], values: str, cast=float) -> list:
@@ -142,3 +141,71 @@ def scaling_rows(points: list[dict]) -> list[list]:
              p["run"]["wall_time_s"] / 60]
         )  # fmt: skip
     return rows
+
+
+def scaling_findings(
+    points: list[dict],
+    x_key: str,
+    figure_path,
+    outputs,
+    *,
+    scale_k: int,
+    scale_steps: int,
+    scale_n_test: int,
+    scale_ppl_blocks: int,
+    scale_block_len: int,
+    scale_overhead_reps: int,
+) -> list[dict]:
+    """The scaling table, its sentence (points above both controls, best recall, exact
+    ΔPPL at init) and figure. ``x_key`` "units": one model's reservoir units x input
+    scaling (the default profile), else across models."""
+    name = points[0]["model_name"]
+    scale_what = (f"reservoir units x input scaling on {name}" if x_key == "units"
+                  else "models " + ", ".join(p["model_name"] for p in points))  # fmt: skip
+    best = max(points, key=lambda p: p["recall"]["reservoir"]["acc"])
+    n_above = sum(above(p["recall"]["reservoir"], p["recall"]["reset"], p["recall"]["stateless"])
+                  for p in points)  # fmt: skip
+    return [
+        table(
+            f"Scaling ({scale_what}): K = {scale_k} secret-word recall after {scale_steps} steps "
+            f"[95% Wilson CI] with the reset and stateless controls and chance ({scale_n_test} test "
+            f"episodes), ΔPPL at init and after training ({scale_ppl_blocks} blocks x "
+            f"{scale_block_len} tokens, bootstrap 95% CI), forward-time ratio ({scale_overhead_reps} "
+            "reps, bootstrap 95% CI).", SCALE_COLUMNS, scaling_rows(points)),
+        text(
+            f"Scaling: the reservoir is above both the reset and the stateless control "
+            f"(non-overlapping 95% CIs) at {n_above} of {len(points)} points; best recall "
+            f"{CT.fmt_acc(best['recall']['reservoir'])} ({best['model_name']}, N = "
+            f"{best['units']}, input scaling {best['input_scaling']:g}); ΔPPL at init is 0 exactly at "
+            f"{sum(p['dppl_init']['dppl_pct'] == 0 for p in points)} of {len(points)} points."),
+        figure(
+            figure_path, f"Scaling ({scale_what}): recall with reset (dashed) and stateless (dotted "
+            "line, open markers) controls and chance, ΔPPL after training and forward-time ratio vs "
+            f"{x_key.replace('_', ' ')}; 95% CIs.", outputs),
+    ]  # fmt: skip
+
+
+def findings(
+    cmp: dict[str, dict],
+    cc,
+    base_generation: dict,
+    failed: dict,
+    claim_rows: list,
+    tol,
+    attractor_gate: float,
+    points: list[dict],
+    x_key: str,
+    figures: dict,
+    outputs,
+    **scale,
+) -> list[dict]:
+    """Notebook 04's findings: the comparison (:func:`ran.study.tables.findings`, the
+    must-show at the middle K as the README headline), the attractor's reported
+    behaviours (:func:`ran.study.claims.claims_findings`) and the scaling
+    (:func:`scaling_findings`, ``scale`` its settings). ``figures``: ``comparison``
+    and ``scaling`` paths."""
+    k_head = cc.ks[len(cc.ks) // 2]  # the README headline is the must-show at the middle K
+    out = CT.findings(cmp, cc, base_generation, figures["comparison"], outputs, failed,
+                      CL.gated(attractor_gate), k_head)  # fmt: skip
+    out += CL.claims_findings(claim_rows, attractor_gate, cc.model_name, tol)
+    return out + scaling_findings(points, x_key, figures["scaling"], outputs, **scale)

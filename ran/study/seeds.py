@@ -6,7 +6,8 @@ what picking the best seed on validation costs in optimism, and whether
 untrained reservoir metrics predict the trained accuracy. The statistics live
 here: a one-way ANOVA and a chi-square test of homogeneity of proportions on
 per-episode correctness grouped by seed, the Spearman rank correlation with a
-bootstrap CI over seeds, and the untrained metrics of each reservoir.
+bootstrap CI over seeds, and the untrained metrics of each reservoir; and the
+notebook's findings (:func:`findings`, tests at the level :data:`ALPHA`).
 
 References
 ----------
@@ -37,6 +38,13 @@ from ran.util.stats import (  # noqa: F401  (the tests of notebook 05, named her
     cochran_q,
     spearman_bootstrap,
 )
+
+ALPHA = 0.05  # significance level of every test across seeds
+UNTRAINED_METRICS = {"pr_noise": "PR (scalar noise)", "mc_noise": "MC (scalar noise)",
+                     "pr_real": "PR of r1 (real drives)", "sep_real": "word share of r1 variance"}  # fmt: skip
+CONSTANT_SPAN = 1e-6  # a metric whose range over seeds is below this cannot rank them
+SEED_COLUMNS = ["seed", "val acc", "test acc", "test CI low", "test CI high", "PR noise", "MC noise",
+                "PR r1 real", "word share r1", "train s"]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- configs
@@ -100,6 +108,159 @@ def one_step_metrics(cfg: ReservoirConfig, drives: torch.Tensor, labels: Sequenc
     return {"pr_real": float(participation_ratio(r1[:, None, :])[0]),
             "sep_real": ssb / sst if sst > 0 else float("nan"),
             "sat_real": float((r1.abs() > SATURATION_LEVEL).double().mean())}  # fmt: skip
+
+
+def ranked_metrics(df: pd.DataFrame) -> dict[str, str]:
+    """The :data:`UNTRAINED_METRICS` (column -> label) to correlate with accuracy: the word
+    share of r1 left out when it is constant over seeds up to rounding (a rank correlation
+    would only rank float noise)."""
+    metrics = dict(UNTRAINED_METRICS)
+    if float(df.sep_real.max() - df.sep_real.min()) < CONSTANT_SPAN:
+        metrics.pop("sep_real")
+    return metrics
+
+
+def rho_critical(n: int, alpha: float = ALPHA) -> float:
+    """|Spearman rho| needed for a two-sided p < ``alpha`` with ``n`` seeds (t approximation)."""
+    from scipy import stats
+
+    t_crit = stats.t.ppf(1 - alpha / 2, n - 2)
+    return float(t_crit / np.sqrt(n - 2 + t_crit**2))
+
+
+# ----------------------------------------------------------------------------- findings
+def equal_accuracy_verdict(chi2: dict, alpha: float = ALPHA) -> str:
+    """Whether the chi-square test separates the seeds' test accuracies at level ``alpha``."""
+    if not np.isfinite(chi2["p"]):
+        return (
+            "The test of equal accuracy is undefined: every seed got every episode right (or wrong)"
+        )
+    if chi2["p"] < alpha:
+        return (f"The reservoir seed changes test accuracy by more than sampling noise at the "
+                f"{100 * alpha:g}% level")  # fmt: skip
+    return (f"At the {100 * alpha:g}% level the seeds' test accuracies are compatible with one "
+            "common accuracy: the chi-square test does not separate the seeds")  # fmt: skip
+
+
+def correlation_verdict(corr: dict[str, dict], alpha: float = ALPHA) -> str:
+    """Whether any untrained metric predicts accuracy: p < ``alpha`` and a CI excluding 0."""
+    n_def = sum(np.isfinite(c["rho"]) and np.isfinite(c["ci_low"]) for c in corr.values())
+    n_zero = sum(c["ci_low"] <= 0 <= c["ci_high"] for c in corr.values())  # NaN compares False
+    n_sig = sum(c["p"] < alpha and not c["ci_low"] <= 0 <= c["ci_high"] for c in corr.values())
+    if n_def < len(corr):
+        return (f"Spearman rho is undefined for {len(corr) - n_def} of {len(corr)} metrics "
+                "(test accuracy or the metric is constant across seeds). ")  # fmt: skip
+    if n_sig == 0:
+        return ("Untrained metrics do not predict trained accuracy here: none has "
+                f"p < {alpha:g} and a CI excluding 0 ({len(corr) - n_zero} of {len(corr)} "
+                "percentile CIs exclude 0 on their own; over so few seeds the percentile "
+                "bootstrap undercovers). ")  # fmt: skip
+    return (f"{n_sig} of {len(corr)} untrained metrics have p < {alpha:g} and a CI excluding "
+            "0 (no correction for the multiple comparisons). ")  # fmt: skip
+
+
+def findings(
+    df: pd.DataFrame,
+    best_seed: int,
+    ctrl: dict,
+    var: dict,
+    anova: dict,
+    chi2: dict,
+    cochran: dict,
+    corr: dict,
+    corr_val: dict,
+    metrics: dict[str, str],
+    base: TrainConfig,
+    chance: float,
+    n_boot: int,
+    rho_crit: float,
+    figures: dict,
+    outputs,
+) -> list[dict]:
+    """Notebook 05's findings blocks: the setup, the per-seed table, the pick on validation
+    with its controls, the spread and tests across seeds with their verdicts at :data:`ALPHA`,
+    the correlations of the untrained metrics, and the figures (``figures``: ``accuracy``
+    and ``correlation`` paths).
+
+    ``df`` has one row per seed (columns of the notebook's per-seed table), ``ctrl`` the
+    controls of the picked seed, ``var`` :func:`seed_variance`, ``anova``, ``chi2`` and
+    ``cochran`` the tests, ``corr`` / ``corr_val`` :func:`spearman_bootstrap` per metric
+    against test / validation accuracy, ``metrics`` the metrics correlated
+    (:func:`ranked_metrics`), ``base`` the seeds' common TrainConfig.
+    """
+    from ran.util.results import figure, table, text
+
+    n_seeds, seeds, res = len(df), [int(s) for s in df.seed], base.reservoir
+    b = df[df.seed == best_seed].iloc[0]
+    rs, sh, st, orc = (ctrl[c] for c in ("reset", "shuffled", "stateless", "oracle"))
+    rows = [[int(r.seed), r.val_acc, r.test_acc, r.test_lo, r.test_hi, r.pr_noise, r.mc_noise,
+             r.pr_real, r.sep_real, r.train_wall_s] for r in df.itertuples()]  # fmt: skip
+    return [
+        text(
+            f"Seed study: {base.model_name}, secret-word recall with K = {round(1 / chance)} "
+            f"(chance {chance:.3f}), {n_seeds} reservoir seeds ({seeds[0]}-{seeds[-1]}; N = "
+            f"{res.units}, sr = {res.sr}, input_scaling = {res.input_scaling}), each trained "
+            f"{base.steps} steps at batch {base.batch_size} (lr {base.learning_rate:g}, "
+            f"{base.warmup_steps} warm-up steps, gate_init {base.gate_init:g}) with the same "
+            f"readout init and data order; {int(b.n_val)} validation and {int(b.n_test)} test "
+            "episodes."),
+        table(
+            "Per reservoir seed: validation and test accuracy (Wilson 95% CI), "
+            "untrained metrics, training wall time", SEED_COLUMNS, rows),
+        text(
+            f"Picked on validation, seed {best_seed} (val {b.val_acc:.3f}, {int(b.val_correct)}/"
+            f"{int(b.n_val)}) scores {b.test_acc:.3f} on test (95% CI {b.test_lo:.3f}-{b.test_hi:.3f}, "
+            f"{int(b.test_correct)}/{int(b.n_test)}); on the same episodes reset gives "
+            f"{rs['acc']:.3f} (CI {rs['ci_low']:.3f}-{rs['ci_high']:.3f}), shuffled {sh['acc']:.3f} "
+            f"(CI {sh['ci_low']:.3f}-{sh['ci_high']:.3f}), the stateless base model "
+            f"{st['acc']:.3f}, the oracle (text in context) {orc['acc']:.3f}, chance {chance:.3f}."),
+        text(
+            f"Across the {n_seeds} seeds test accuracy has mean {var['mean']:.3f}, sd {var['sd']:.3f} "
+            f"and range {var['min']:.3f}-{var['max']:.3f}. Picking the best on validation gives "
+            f"{var['best_on_val_test']:.3f} on test, {var['optimism']:+.3f} against the mean over "
+            f"seeds (rank {var['rank_of_pick_on_test']} of {n_seeds} on test); its validation "
+            f"accuracy minus its test accuracy is {var['winners_curse']:+.3f}."),
+        text(
+            f"One-way ANOVA of per-episode test correctness grouped by seed (H0: every seed has the "
+            f"same accuracy): F({anova['df_between']}, {anova['df_within']}) = {anova['F']:.2f}, "
+            f"p = {anova['p']:.3g}, eta^2 = {anova['eta2']:.4f}. The chi-square test of homogeneity "
+            f"of proportions ({n_seeds} x 2 table, the test made for binary outcomes): chi2("
+            f"{chi2['dof']}) = {chi2['chi2']:.2f}, p = {chi2['p']:.3g}, Cramér's V = "
+            f"{chi2['cramers_v']:.3f} (smallest expected count {chi2['min_expected']:.1f}). Both "
+            f"treat seeds as independent samples, but every seed answers the same test episodes; "
+            f"Cochran's Q for matched binary outcomes: Q({cochran['dof']}) = {cochran['Q']:.2f}, "
+            f"p = {cochran['p']:.3g}."),
+        text(
+            f"{equal_accuracy_verdict(chi2)} (chi-square p = {chi2['p']:.3g}, Cochran's Q p = "
+            f"{cochran['p']:.3g})."),
+        text(
+            "Untrained metrics vs test accuracy (Spearman rho, 95% percentile bootstrap CI over "
+            f"seeds, {n_boot} resamples): "
+            + "; ".join(f"{metrics[m]}: rho = {c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}], "
+                        f"p = {c['p']:.2g}" for m, c in corr.items())
+            + ". Against validation accuracy: "
+            + "; ".join(f"{metrics[m]}: rho = {c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+                        for m, c in corr_val.items()) + "."),
+        text(
+            correlation_verdict(corr)
+            + f"With n = {n_seeds} seeds the CIs are wide: |rho| must exceed {rho_crit:.2f} for "
+            f"p < {ALPHA:g}, so only a strong monotone relation could have been detected."),
+        *([text(
+            f"The word share of r1 variance is {df.sep_real.min():.6f}-{df.sep_real.max():.6f} for "
+            "every seed: with one write template and no context the write pass, hence r1, is a "
+            "function of the secret word alone, so this metric cannot rank seeds and is left out "
+            "of the correlations.")] if "sep_real" not in metrics else []),
+        text(
+            "In a two-pass episode the question reads r1 = tanh(W_in u) of the write pass: the "
+            "recurrent matrix W, which sets the noise-driven PR and MC, never acts, so those metrics "
+            "can only track accuracy through W_in, which the seed also draws."),
+        figure(figures["accuracy"], f"Validation and test accuracy per reservoir seed (Wilson 95% "
+               f"CIs); star: the seed picked on validation (seed {best_seed}); lines: reset and "
+               f"shuffled controls and the stateless base model on that seed's test episodes, chance.",
+               outputs),
+        figure(figures["correlation"], f"Untrained reservoir metrics vs test accuracy, one point per "
+               f"seed; titles: Spearman rho [95% bootstrap CI], n = {n_seeds}.", outputs),
+    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- figures

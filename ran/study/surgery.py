@@ -16,6 +16,7 @@
   the same reservoir).
 * :func:`pooling_stats` - how distinct the drives of different prompts are
   under "last" and "mean" pooling.
+* :func:`findings` - the notebook's findings blocks from those results.
 """
 
 from __future__ import annotations
@@ -189,3 +190,86 @@ def choose_scaling(sweep: dict, sr: float, max_saturation: float = 0.05) -> floa
     sat = np.asarray(sweep["saturation"]).mean(0)[k]  # (n_scaling,)
     ok = [s for s, v in zip(sweep["input_scaling"], sat, strict=True) if v <= max_saturation]
     return float(max(ok)) if ok else float(min(sweep["input_scaling"]))
+
+
+EXACTNESS_COLUMNS = ["model", "attention", "padding", "output", "max |Δ|", "torch.equal",
+                     "equal after remove"]  # fmt: skip
+
+
+def findings(
+    rows: list[dict],
+    exact_models: list[str],
+    mass: dict,
+    sweeps: dict[str, dict],
+    pstats: dict[str, dict],
+    chosen: float,
+    best_pool: str,
+    figures: dict,
+    outputs,
+    *,
+    model_name: str,
+    n_prompts: int,
+    n_seeds: int,
+    max_saturation: float,
+    res: ReservoirConfig | None = None,
+    inj: InjectionConfig | None = None,
+) -> list[dict]:
+    """Notebook 02's findings blocks: the exactness table and sentence, and the captions of
+    the slot-mass, drive-sweep and pooling figures (``figures``: ``mass``, ``sweep``,
+    ``pooling`` paths), numbers computed from the results of :func:`exactness`,
+    :func:`slot_mass_per_head`, :func:`drive_sweep` (per pooling), :func:`pooling_stats`
+    and :func:`choose_scaling`. ``res`` / ``inj``: the default reservoir and injection
+    configs the analyses used."""
+    from ran.util.results import figure, table, text
+
+    res, inj = res or ReservoirConfig(), inj or InjectionConfig()
+    pool = inj.pooling
+    sw = sweeps[pool]
+    srs, scalings = np.asarray(sw["sr"]), np.asarray(sw["input_scaling"])
+    k_sr = int(np.argmin(np.abs(srs - res.sr)))
+    j_def = int(np.argmin(np.abs(scalings - res.input_scaling)))
+    sat_def = float(np.asarray(sw["saturation"]).mean(0)[k_sr, j_def])
+    below_one = [i for i, s in enumerate(srs) if s < 1]
+    esp_max = float(np.asarray(sw["esp"])[:, below_one].max())
+    m_mean = np.asarray(mass["mass"]).mean(0)
+    n_equal = sum(r["equal"] and r["equal_after_remove"] for r in rows)
+    return [
+        table(
+            "Injected vs untouched model at init (gate closed) and after remove(): "
+            "max |Δ| over logits (forward) or token ids (generate, 20 greedy tokens, KV cache)",
+            EXACTNESS_COLUMNS,
+            [[r["model"], r["impl"], r["padding"], r["output"], r["max_abs_diff"], r["equal"],
+              r["equal_after_remove"]] for r in rows],
+        ),
+        text(
+            f"At init the injected model is bit-identical to the untouched one in {n_equal} of "
+            f"{len(rows)} cases ({', '.join(exact_models)} x eager/sdpa x no/left padding x "
+            "forward/generate), and again after remove()."
+        ),
+        figure(
+            figures["mass"],
+            f"Attention mass on the {inj.n_slots} slots per query head at layer "
+            f"{mass['layer']} of {model_name} with the gate at tanh(g) = {mass['gate']:.2f}, "
+            f"untrained readout, over {n_prompts} passes: mean {m_mean.mean():.3f} "
+            f"(heads {m_mean.min():.3f}-{m_mean.max():.3f}).",
+            outputs,
+        ),
+        figure(
+            figures["sweep"],
+            f"Reservoir (N = {res.units}, {n_seeds} seed(s)) driven by {model_name}'s "
+            f"layer-{mass['layer']} '{pool}' drives of {n_prompts} prompts, over sr x input_scaling. "
+            f"At sr = {res.sr:g} the largest input_scaling with saturation <= "
+            f"{max_saturation:g} is {chosen:g} (red); the default {res.input_scaling:g} "
+            f"saturates {sat_def:.3f} of the units; for sr < 1 two initial states end at most "
+            f"{esp_max:.2g} apart (/sqrt(N)) after {sw['steps']} passes.",
+            outputs,
+        ),
+        figure(
+            figures["pooling"],
+            f"Drive pooling: 'last' drives have participation ratio {pstats['last']['pr']:.1f} and "
+            f"mean pairwise cosine {pstats['last']['cos']:.2f} across prompts, 'mean' drives "
+            f"{pstats['mean']['pr']:.1f} and {pstats['mean']['cos']:.2f}; the more distinct is "
+            f"'{best_pool}', the default is '{pool}'.",
+            outputs,
+        ),
+    ]  # fmt: skip

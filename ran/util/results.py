@@ -200,12 +200,15 @@ def strip_volatile(doc: dict) -> dict:
     return out
 
 
-def parse_list(text: str, cast=int) -> list:
+def parse_list(text: str, cast=int, allow_empty: bool = False) -> list:
     """A notebook's comma-list parameter (``"0,1,2"``) as a list of ``cast`` values.
 
     Papermill passes only scalars, so list parameters are comma strings; every
-    notebook parses them with this one helper. Empty items are an error.
+    notebook parses them with this one helper. Empty items are an error; an empty
+    (or blank) ``text`` is the empty list when ``allow_empty``, else an error too.
     """
+    if allow_empty and not str(text).strip():
+        return []
     items = [s.strip() for s in str(text).split(",")]
     if not items or any(not s for s in items):
         raise ValueError(f"a list parameter needs comma-separated values, got {text!r}")

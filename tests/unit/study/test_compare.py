@@ -230,8 +230,8 @@ def test_per_model_lists():
     assert S.per_model(["a", "b"], "64,128", int) == [64, 128]
     with pytest.raises(ValueError, match="need 1 or 2"):
         S.per_model(["a", "b"], "1,2,3")
-    with pytest.raises(ValueError, match="non-empty"):
-        S.parse_list(" , ")
+    with pytest.raises(ValueError, match="comma-separated"):
+        S.per_model(["a", "b"], " , ")
 
 
 def _acc(correct: int, n: int = 100) -> dict:

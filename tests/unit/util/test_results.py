@@ -38,3 +38,18 @@ def test_save_records_provenance_and_is_strict_json(tmp_path):
 def test_to_jsonable_rejects_nothing_silently():
     assert to_jsonable({"a": (1, 2.0)}) == {"a": [1, 2.0]}
     assert to_jsonable(float("inf")) is None
+
+
+def test_parse_list_is_the_one_list_helper():
+    from ran.util.results import parse_list
+
+    assert parse_list("0, 2,8") == [0, 2, 8]
+    assert parse_list("0.9,1.1", float) == [0.9, 1.1]
+    assert parse_list("a,b", str) == ["a", "b"]
+    assert parse_list("", str, allow_empty=True) == [] and parse_list(" ", allow_empty=True) == []
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_list("")
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_list("a,,b", str, allow_empty=True)
+    with pytest.raises(ValueError, match="as a list of int"):
+        parse_list("1,x")
