@@ -85,7 +85,8 @@ best_sr = 0.9  # its spectral radius
 input_scaling = 0.1  # W_in scale of every run (small: the near-linear regime the decoder inverts)
 units = 1024  # reservoir units N of every run
 compare = "decoded+kl,pure,gru,prefix"  # other write sides and references, at the best regime
-h1_rows = "decoded+kl"  # rows whose H1 (dPPL after a fact pass) is measured besides the best
+h1_rows = ""  # rows whose H1 (dPPL after a fact pass) is measured besides the best
+kl_weights = "3,10,30"  # the H1 trade-off: decoded+kl at each KL weight ("": skip)
 grid_lr = "1.0,0.1,0.01,0.003"  # leak rates of the regime heat map (best run, reservoir swapped)
 grid_sr = "0.5,0.9,1.2"  # spectral radii of the regime heat map
 grid_n = 48  # test episodes per heat-map cell
@@ -97,7 +98,7 @@ idle_list = "0,2,8,32"  # idle ticks tested
 
 # %%
 smoke = dict(model_name="tiny-llama", adapter_name="tiny-llama-fact", layer=-1, k=4, k_large=0, steps=3, n_train=96,
-             n_train_keys=0, n_test=16, compare="pure", h1_rows="", grid_lr="0.1,0.01", grid_sr="0.9", grid_n=8, units=64,
+             n_train_keys=0, n_test=16, compare="pure", h1_rows="", kl_weights="1", grid_lr="0.1,0.01", grid_sr="0.9", grid_n=8, units=64,
              d_list="0,2", idle_list="0,4", train_distractors="0,1", train_idle="0,2")  # fmt: skip
 if profile == "smoke":
     globals().update(smoke)
@@ -126,7 +127,10 @@ print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {step
 t0 = time.perf_counter()
 configs, _, large_cfg = RT.plan(base, best, best_lr, best_sr, results.parse_list(compare, str, allow_empty=True),
                                 k_large=k_large)  # fmt: skip
-jobs.train_all([*configs.values(), *([large_cfg] if large_cfg else [])], outputs)  # 2 workers
+kl_cfgs = RT.kl_plan(base, best_lr, best_sr, ints(kl_weights, float, allow_empty=True))
+jobs.train_all(
+    [*configs.values(), *kl_cfgs.values(), *([large_cfg] if large_cfg else [])], outputs
+)  # 2 workers
 measured, train_s = {}, 0.0
 for label, cfg in configs.items():
     run = train(cfg, outputs, progress=False)
@@ -146,6 +150,20 @@ for label, cfg in configs.items():
     del run
 grid_df = pd.DataFrame(grid_rows)
 best_label = next(iter(configs))
+
+# %% [markdown]
+# ### H1 against recall: the KL weight (query-gated decoded read side, last step kept)
+
+# %%
+tradeoff = []
+for label, cfg in kl_cfgs.items():
+    run = train(cfg, outputs, progress=False)
+    train_s += 0 if run.loaded else run.wall_time_s
+    tradeoff.append(RT.tradeoff_point(run, outputs, n_test))
+    p = tradeoff[-1]
+    print(label, run.hash, round(p["d0"]["reservoir"]["acc"], 3), round(p["d"]["reservoir"]["acc"], 3),
+          f"dPPL {p['h1']['dppl_pct']:+.2f}%", p["openness"])  # fmt: skip
+    del run
 
 # %% [markdown]
 # ### Capacity: the best configuration at K = 64 (held-out keys)
@@ -173,6 +191,13 @@ fig = RV.figure({lb: m["distractors"] for lb, m in measured.items()},
 fig_path = outputs.figure_path("06_retention.png")
 fig.savefig(fig_path, dpi=130, bbox_inches="tight")
 plt.show()
+trade_path = None
+if tradeoff:
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    RV.tradeoff(ax, pd.DataFrame(RT.tradeoff_rows(tradeoff)), chance, RT.H1_TARGET_PCT)
+    trade_path = outputs.figure_path("06_h1_tradeoff.png")
+    fig.savefig(trade_path, dpi=130, bbox_inches="tight")
+    plt.show()
 
 # %% [markdown]
 # ## Save
@@ -182,9 +207,10 @@ esn_path = outputs.results / "01_esn_dynamics.json"  # notebook 01 runs first in
 esn = RT.esn_context(
     results.load_results("01_esn_dynamics", outputs) if esn_path.exists() else None
 )
-findings = RT.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn)
+findings = RT.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
+                       tradeoff, trade_path)  # fmt: skip
 payload = dict(configs={lb: c.to_dict() | {"hash": c.config_hash()} for lb, c in configs.items()},
-               measured=measured, grid=grid_rows, large=large, train_s=train_s, adapter=adapter, h1=h1,
+               measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, adapter=adapter, h1=h1,
                compute_s=compute_s, n_train_keys=len(keys), probe_params=probe_params | {"train_keys": len(keys)})  # fmt: skip
 path = results.save_results("06_retention", payload, outputs, seed=seed, model_name=model_name,
                             wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip

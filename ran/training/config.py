@@ -18,6 +18,7 @@ from ran.reservoir import ReservoirConfig
 from ran.tasks import probes as P
 from ran.util.results import to_jsonable
 
+SELECTS = ("val", "last")  # TrainConfig.select: best validation accuracy, or the last step
 RUN_FORMAT = 1  # bump when the meaning of a saved run changes (invalidates the cache)
 # Per-feature versions, hashed only into the runs that use the feature (so every other run
 # keeps its hash): (hash key, predicate on the config dict, version).
@@ -37,6 +38,7 @@ _HASH_OPTIONAL = {
     "recurrence": True,
     "drive_source": "output",
     "readout": "kv",
+    "select": "val",
 }
 
 
@@ -84,6 +86,9 @@ class TrainConfig:
     recurrence: bool = True  # False: W = 0 (the "no recurrence" reference)
     drive_source: str = "output"  # drive from layer L's attention "output" or its "input"
     readout: str = "kv"  # "kv" slots, "hidden" pseudo-tokens, "decoded" state (injection.decoded)
+    # which parameters the run keeps: "val" those of the best validation accuracy, "last"
+    # the final step's (a KL run recalls best early, before the KL has shaped its read side)
+    select: str = "val"
 
     def __post_init__(self):
         if isinstance(self.reservoir, dict):
@@ -104,6 +109,8 @@ class TrainConfig:
             raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.select not in SELECTS:
+            raise ValueError(f"select must be one of {', '.join(SELECTS)}, not {self.select!r}")
         if self.scoring not in ("auto", "first_token", "sequence"):
             raise ValueError(f"scoring must be auto, first_token or sequence, not {self.scoring!r}")
         if self.kind not in registry.kinds():

@@ -39,7 +39,7 @@ def fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
     """The optimisation loop of :func:`ran.training.train.train`: AdamW on ``named`` (the readout,
     gate and any LoRA adapters) with a warm-up and cosine schedule, validation every
     ``cfg.eval_every`` steps with early stopping; returns the curves and leaves the
-    best-validation parameters loaded."""
+    best-validation parameters loaded (``cfg.select == "last"``: the final step's)."""
     params = list(named.values())
     for p in params:
         p.requires_grad_(True)
@@ -88,12 +88,12 @@ def fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
             history["val_step"].append(step + 1)
             history["val_acc"].append(acc)
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{acc:.3f}")
-            if acc > best[0]:
+            if acc > best[0] or (cfg.select == "last" and last):
                 best = (acc, step + 1, {n: p.detach().clone() for n, p in named.items()})
                 evals_since_best = 0
             else:
                 evals_since_best += 1
-                if cfg.patience and evals_since_best >= cfg.patience:
+                if cfg.patience and cfg.select == "val" and evals_since_best >= cfg.patience:
                     break
     with torch.no_grad():
         for n, p in named.items():

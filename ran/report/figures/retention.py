@@ -80,6 +80,31 @@ def ci_bars(ax, rows: pd.DataFrame, chance: float):
     ax.legend(fontsize=7, ncol=2)
 
 
+def tradeoff(ax, rows: pd.DataFrame, chance: float, target_pct: float = 1.0):
+    """Held-out recall (95% CI bars) against the H1 cost |dPPL| (log scale), one point per
+    KL weight and condition, annotated with the weight; the H1 target as a shaded band."""
+    colours = dict(
+        zip(dict.fromkeys(rows.condition), sns.color_palette("colorblind"), strict=False)
+    )
+    for cond, g in rows.groupby("condition", sort=False):
+        x = g.dppl_pct.abs().clip(lower=1e-3)
+        ax.errorbar(x, g.acc, yerr=np.vstack([g.acc - g.lo, g.hi - g.acc]), fmt="o-",
+                    color=colours[cond], capsize=3, label=cond)  # fmt: skip
+        for xi, yi, w in zip(x, g.acc, g.kl_weight, strict=True):
+            ax.annotate(
+                f"KL {w:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
+    ax.set_xscale("log")
+    ax.axvspan(
+        ax.get_xlim()[0], target_pct, color="green", alpha=0.08, label=f"|dPPL| <= {target_pct:g}%"
+    )
+    ax.axhline(chance, color="grey", ls=":", label="chance")
+    ax.set_xlabel("|dPPL| after a fact pass (%)")
+    ax.set_ylabel("held-out recall")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+
+
 def figure(curves_d, curves_i, bars, chance, grid=None):
     """The notebook-06 figure: distractor and idle curves, CI bars, and the regime heat maps."""
     n = 3 + (2 if grid is not None else 0)

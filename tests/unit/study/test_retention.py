@@ -57,3 +57,49 @@ def test_regime_sentence_names_the_leak_rates_from_the_grid():
     s = regime_sentence(grid)
     assert "lr = 0.01: 0.900 / 0.900 / 0.950" in s and "lr = 1: 0.900 / 0.100 / 0.000" in s
     assert "best cell lr = 0.01" in s
+
+
+def _acc(a, n=96):
+    return dict(acc=a, ci_low=max(0.0, a - 0.05), ci_high=min(1.0, a + 0.05), n=n)
+
+
+def _point(w, d0, d8, dppl, q_open=0.9, t_open=0.5):
+    cond = lambda a: {"reservoir": _acc(a), "reset": _acc(0.07), "stateless": _acc(0.06), "n": 96}  # noqa: E731
+    return dict(
+        kl_weight=w, hash=f"h{w}", train_min=5.0, d0=cond(d0), d=cond(d8), distractors=8,
+        h1=dict(dppl_pct=dppl, n_blocks=16, block_len=128),
+        openness=dict(text_mean=t_open, text_p99=t_open + 0.1, question_mean=q_open,
+                      question_p05=q_open - 0.1, n_tokens=2048, n_questions=96),
+    )  # fmt: skip
+
+
+def test_tradeoff_findings_say_whether_both_targets_are_met():
+    from ran.study.retention import tradeoff_findings, tradeoff_rows
+
+    miss = [_point(3, 0.95, 0.9, 40.0), _point(10, 0.5, 0.45, 5.0, q_open=0.2, t_open=0.1)]
+    tab, sent = tradeoff_findings(miss, "decoded", dict(dppl_pct=4000.0))
+    assert (
+        "No weight meets both targets" in sent["text"] and "+5.00% at KL weight 10" in sent["text"]
+    )
+    assert "hardly tells" in sent["text"]  # 0.2 at the questions vs 0.1 on text: < 3x
+    assert [r[0] for r in tab["rows"]] == ["0 (decoded)", 3, 10] and tab["rows"][0][5] == "NO"
+    hit = [*miss, _point(30, 0.93, 0.91, 0.5, q_open=0.9, t_open=0.01)]
+    sent = tradeoff_findings(hit)[1]["text"]
+    assert "are met at KL weight 30" in sent and "tells the held-out questions" in sent
+    assert "hardly" not in sent
+    rows = tradeoff_rows(hit)
+    assert len(rows) == 6 and {r["condition"] for r in rows} == {"d=0", "d=8"}
+    assert tradeoff_findings([]) == []
+
+
+def test_kl_plan_keeps_the_last_step_and_sets_each_weight():
+    from ran.study.retention import kl_plan
+    from ran.training.config import TrainConfig
+
+    base = TrainConfig(model_name="tiny-llama", probe="fact_in_text", probe_params=dict(k=4))
+    plan = kl_plan(base, 0.01, 0.9, [3, 10])
+    assert list(plan) == ["decoded+kl w=3", "decoded+kl w=10"]
+    for w, cfg in zip((3.0, 10.0), plan.values(), strict=True):
+        assert cfg.kl_weight == w and cfg.select == "last" and cfg.query_gate
+        assert cfg.reservoir.lr == 0.01 and cfg.readout == "decoded"
+    assert len({c.config_hash() for c in plan.values()}) == 2

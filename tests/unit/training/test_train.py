@@ -190,3 +190,35 @@ def test_default_kl_fields_leave_old_hashes_unchanged():
         d.pop(name)
     assert T.TrainConfig.from_dict(d).config_hash() == a.config_hash()
     assert T.TrainConfig(**FAST, kl_weight=1.0).config_hash() != a.config_hash()
+
+
+@pytest.mark.parametrize("mode", ["val", "last"])
+def test_select_keeps_best_validation_or_last_step(tmp_path, monkeypatch, mode):
+    """Validation accuracy falls at every evaluation: "val" keeps the first evaluated
+    parameters, "last" the final step's (with patience 1, which "last" must ignore)."""
+    from ran.training import fit as F
+
+    accs = iter([0.9, 0.5, 0.1, 0.05])
+    monkeypatch.setattr(F, "evaluate", lambda *a, **k: {"reservoir": {"acc": next(accs)}})
+    cfg = T.TrainConfig(**(FAST | {"steps": 6, "eval_every": 2, "patience": 1, "select": mode}))
+    res = T.train(cfg, _outputs(tmp_path, mode), progress=False)
+    h = res.history
+    assert h["best_step"] == (2 if mode == "val" else 6)
+    assert h["val_step"] == ([2, 4] if mode == "val" else [2, 4, 6])  # "val" stopped early
+    ref = T.train(  # the same run to its last step, kept whole: its parameters are the last ones
+        T.TrainConfig(**(FAST | {"steps": 6, "eval_every": 0, "patience": 0})),
+        _outputs(tmp_path, "ref"),
+        progress=False,
+    )
+    same = all(
+        torch.equal(p, q)
+        for p, q in zip(
+            res.handle.trainable_parameters(), ref.handle.trainable_parameters(), strict=True
+        )
+    )
+    assert same == (mode == "last")
+
+
+def test_select_is_validated():
+    with pytest.raises(ValueError, match="select"):
+        T.TrainConfig(**(FAST | {"select": "best"}))
