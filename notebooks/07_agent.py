@@ -47,6 +47,7 @@ from ran.agent.gate_probe import GateProbe
 from ran.agent.gate_train import train_and_score
 from ran.agent.runtime import GATE_DIR, ReservoirAgent
 from ran.cli.common import load_adapter
+from ran.tasks import wordlists as WL
 from ran.util import results
 
 # %% [markdown]
@@ -65,6 +66,7 @@ clock_test = 16  # elapsed-time probe test episodes
 latency_messages = 8  # messages of the interrupt-latency measurement
 latency_idle_every = 0.05  # idle tick period (s) while they arrive
 key = "castle"  # the fact of the scripted conversation
+recall_keys = 16  # the script again for this many held-out test keys and templates (0: skip)
 max_new_tokens = 16  # tokens per reply
 interactive = False  # True: an ipywidgets chat panel with a live plot of r(t)
 threads = 1  # torch threads
@@ -75,7 +77,7 @@ torch.set_num_threads(threads)
 t0 = time.perf_counter()
 # smoke: an untrained tiny-llama adapter and small probes, seconds
 smoke = dict(adapter=str(outputs.build / "agent" / "tiny-adapter"), n_train=6, n_val=3, n_test=4, turns=6,
-             clock_train=4, clock_test=3, latency_messages=3)  # fmt: skip
+             clock_train=4, clock_test=3, latency_messages=3, recall_keys=2)  # fmt: skip
 if profile == "smoke":
     globals().update(smoke)
     demo.smoke_adapter(adapter)  # written once
@@ -142,6 +144,14 @@ for name in ("memory", "reset"):
     print(
         f"{name}: emitted={check[name]['emitted']} reply={check[name]['reply']!r} has key={check[name]['has_key']}"
     )
+over = None
+if recall_keys:
+    pools = WL.POOLS
+    over = demo.recall_over_keys(agent, pools["keys"]["test"][:recall_keys], pools["write"]["test"],
+                                 pools["question"]["test"])  # fmt: skip
+    print(
+        f"held-out keys: as written {over['memory']['hits']}/{over['n']}, reset {over['reset']['hits']}/{over['n']}"
+    )
 
 # %% [markdown]
 # ### r(t) in a fixed PCA plane
@@ -182,10 +192,12 @@ plt.show()
 # %%
 figures = {"gate": p_gate, "clock": p_clock} | ({} if interactive else {"trajectory": p_traj})
 findings = agent_findings.findings(model_name, key, check, gate_report, latency, clock, latency_idle_every,
-                                   figures, outputs)  # fmt: skip
+                                   figures, outputs, over, cfg.read)  # fmt: skip
 payload = {
     "adapter": str(adapter_dir.name),
     "identity": agent.identity,
+    "keys": over,
+    "read": cfg.read,
     "gate": gate_report,
     "gate_path": outputs.rel(gate_path) if gate_path.is_relative_to(outputs.base) else str(gate_path),
     "clock": clock,

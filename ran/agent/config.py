@@ -38,6 +38,9 @@ def _seconds(name: str, value) -> None:
         raise AgentError(f"{name} must be a positive number of seconds or None, got {value!r}.")
 
 
+READS = ("prompt", "always")  # AgentConfig.read: when a reply reads the memory
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """What the runtime of one :class:`ran.agent.ReservoirAgent` does in a pass.
@@ -52,6 +55,10 @@ class AgentConfig:
     prepend_buffer: bool = False  # False: fresh context per message; True: buffer + message
     max_new_tokens: int = 16  # tokens of a reply (greedy decoding)
     reply_prompt: str = "{message}"  # what generate() continues; {message} is the pass text
+    # "prompt": the memory is read while the reply's prompt runs and closed while its tokens are
+    # generated (the first token carries what was read, in context; an open read at every new
+    # token repeats the remembered word); "always": read at every generated token too
+    read: str = "prompt"
     max_message_bytes: int = 65536  # longer messages are refused with one sentence (UTF-8 bytes)
     max_message_tokens: int = 512  # longer messages keep their last tokens (with a warning)
     checkpoint_dir: str | None = None  # folder of the crash-safe checkpoint; None: no checkpoints
@@ -70,6 +77,8 @@ class AgentConfig:
         for name in ("prepend_buffer", "restore", "review_emits"):
             if not isinstance(getattr(self, name), bool):
                 raise AgentError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        if self.read not in READS:
+            raise AgentError(f"read must be one of {', '.join(READS)}, got {self.read!r}.")
         if not isinstance(self.reply_prompt, str) or "{message}" not in self.reply_prompt:
             raise AgentError(f"reply_prompt must contain {{message}}, got {self.reply_prompt!r}.")
         for name in ("checkpoint_dir", "log_path"):

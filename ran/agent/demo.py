@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 FACT = "I spent the morning at the market with my sister. By the way, the secret word is {key}. Then we walked home."
+AROUND = "I spent the morning at the market with my sister. {sentence} Then we walked home."
 UNRELATED = (
     "The weather was cold all day.",
     "My neighbour fixed his old bicycle.",
@@ -29,10 +30,10 @@ QUESTION = "Agent, what was the secret word? The secret word was"
 
 
 def memory_script(key: str = "castle", question: str = QUESTION, idle: tuple[int, int] = (3, 2),
-                  reset: bool = False) -> str:  # fmt: skip
+                  reset: bool = False, fact: str = FACT) -> str:  # fmt: skip
     """The script: the fact, two unrelated turns, idle ticks, two more, idle ticks, the question."""
     lines = [
-        FACT.format(key=key),
+        fact.format(key=key),
         *UNRELATED[:2],
         f"/idle {idle[0]}",
         *UNRELATED[2:],
@@ -51,7 +52,7 @@ def _answer(events) -> tuple[str | None, bool]:
     return (last.text if last.kind == "emitted" else None), last.kind == "emitted"
 
 
-def memory_check(agent, key: str = "castle", question: str = QUESTION) -> dict:
+def memory_check(agent, key: str = "castle", question: str = QUESTION, fact: str = FACT) -> dict:
     """Play :func:`memory_script` as written and with the state reset before the question,
     each from the agent's state at the call (restored in between). Returns both replies
     and whether each contains ``key`` (case-insensitive)."""
@@ -62,10 +63,38 @@ def memory_check(agent, key: str = "castle", question: str = QUESTION) -> dict:
     for name, reset in (("memory", False), ("reset", True)):
         agent.handle.state = start_state
         agent.buffer.load(start_buffer, agent.buffer.dropped)
-        events = run_script(agent, memory_script(key, question, reset=reset))
+        events = run_script(agent, memory_script(key, question, reset=reset, fact=fact))
         reply, emitted = _answer(events)
         out[name] = {"reply": reply, "emitted": emitted, "has_key": bool(reply) and key.lower() in reply.lower(),
                      "passes": sum(e.kind == "pass" for e in events)}  # fmt: skip
+    return out
+
+
+def recall_over_keys(agent, keys, writes, questions) -> dict:
+    """:func:`memory_check` once per key, the fact told with ``writes[i % len(writes)]``
+    (a ``{key}`` sentence inside :data:`AROUND`) and asked with ``"Agent, "`` before
+    ``questions[i % len(questions)]``, each from the agent's state at the call. Returns the
+    hit counts and Wilson 95% CIs as written and after the reset, and every reply."""
+    from ran.util.stats import wilson_interval
+
+    if not keys or not writes or not questions:
+        raise ValueError("recall_over_keys needs at least one key, write and question template")
+    start = agent.handle.state
+    rows = []
+    for i, key in enumerate(keys):
+        fact = AROUND.format(sentence=writes[i % len(writes)])
+        q = questions[i % len(questions)]
+        question = "Agent, " + q[:1].lower() + q[1:]
+        c = memory_check(agent, key, question, fact)
+        agent.handle.state = start
+        rows.append({"key": key, "fact": fact.format(key=key), "question": question,
+                     "memory": c["memory"]["reply"], "reset": c["reset"]["reply"],
+                     "memory_hit": c["memory"]["has_key"], "reset_hit": c["reset"]["has_key"]})  # fmt: skip
+    n = len(rows)
+    out = {"n": n, "rows": rows}
+    for name in ("memory", "reset"):
+        k = sum(r[f"{name}_hit"] for r in rows)
+        out[name] = {"hits": k, "rate": k / n, "ci95": list(wilson_interval(k, n))}
     return out
 
 

@@ -8,7 +8,7 @@ and :func:`ran.agent.measure.elapsed_probe`) into the findings blocks it saves
 
 from __future__ import annotations
 
-from ran.util.results import figure, text
+from ran.util.results import figure, table, text
 
 GATES = ("stateful", "stateless", "always")  # the output gates compared
 
@@ -34,6 +34,34 @@ def memory_sentence(model_name: str, key: str, check: dict) -> str:
             f"it ({rst['reply']!r}).")  # fmt: skip
 
 
+def keys_findings(over: dict, read: str) -> list[dict]:
+    """The scripted conversation over many held-out keys: the hit rates and every reply."""
+    m, r = over["memory"], over["reset"]
+    sentence = (
+        f"Free generation over {over['n']} held-out keys (keys, fact sentences and questions "
+        f"from the memory probe's test pools, never seen in training; the same script per key; "
+        f"the reply reads the memory {'on its prompt only' if read == 'prompt' else 'at every token'}): "
+        f"the reply contains the key in {m['hits']}/{over['n']} conversations "
+        f"({m['rate']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]) as written and in "
+        f"{r['hits']}/{over['n']} ({r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]) with the "
+        f"state reset before the question."
+    )
+    rows = [
+        [x["key"], x["question"], _short(x["memory"]), _short(x["reset"])] for x in over["rows"]
+    ]
+    return [
+        text(sentence),
+        table("The scripted conversation per held-out key: the question and both replies",
+              ["key", "question", "reply as written", "reply after the reset"], rows),
+    ]  # fmt: skip
+
+
+def _short(reply: str | None, n: int = 48) -> str:
+    if reply is None:
+        return "(silent)"
+    return reply if len(reply) <= n else reply[: n - 3] + "..."
+
+
 def findings(
     model_name: str,
     key: str,
@@ -44,10 +72,13 @@ def findings(
     idle_every: float,
     figures: dict,
     outputs,
+    keys: dict | None = None,
+    read: str = "prompt",
 ) -> list[dict]:
     """Notebook 07's findings blocks: the scripted conversation (headline), the output gates,
     interrupt latency (idle ticks every ``idle_every`` seconds), the elapsed-time probe and
-    the figures (``figures``: ``gate``, ``clock`` and, when drawn, ``trajectory`` paths)."""
+    the figures (``figures``: ``gate``, ``clock`` and, when drawn, ``trajectory`` paths) and,
+    given ``keys`` (:func:`ran.agent.demo.recall_over_keys`), the script over held-out keys."""
     sf, sl, al = (gate_report[n]["scores"] for n in GATES)
     cued = {n: gate_report[n]["categories"].get("cued", {}).get("emit_rate") for n in GATES[:2]}
     cued = {n: "n/a" if v is None else f"{v:.2f}" for n, v in cued.items()}
@@ -82,4 +113,6 @@ def findings(
                           "conversation in a fixed PCA plane (fitted on the gate probe's test "
                           "states): as written (left) and with the state reset before the "
                           "question (right).", outputs))  # fmt: skip
+    if keys is not None:
+        out += keys_findings(keys, read)
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 PASS_KINDS = ("prompted", "idle", "review")
 
@@ -66,20 +67,51 @@ class FirstToken:
         pass
 
 
+class CloseReadAfterPrompt(LogitsProcessor):
+    """Closes ``handle``'s read gate once the prompt's logits exist, so the memory is read
+    by the prompt and not by the tokens generated after it; :meth:`restore` reopens it.
+    The state still advances as usual (the gate blends the read, not the write)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.saved: torch.Tensor | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.saved is None:
+            self.saved = self.handle.slots.gate.detach().clone()
+            self.handle.set_gate(0.0)
+        return scores
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            self.handle.set_gate(self.saved)
+            self.saved = None
+
+
 def generate(
-    model, tokenizer, ids: torch.Tensor, max_new_tokens: int
+    model, tokenizer, ids: torch.Tensor, max_new_tokens: int, read_handle=None
 ) -> tuple[str, int, float | None]:
-    """Greedy reply to ``ids``: ``(text, n_new_tokens, perf_counter time of the first token)``."""
+    """Greedy reply to ``ids``: ``(text, n_new_tokens, perf_counter time of the first token)``.
+
+    ``read_handle``: the memory handle whose read closes after the prompt
+    (:class:`CloseReadAfterPrompt`); None: the model reads as it is at every token.
+    """
     streamer = FirstToken()
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            streamer=streamer,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    close = CloseReadAfterPrompt(read_handle) if read_handle is not None else None
+    try:
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                streamer=streamer,
+                pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([close] if close is not None else []),
+            )
+    finally:
+        if close is not None:
+            close.restore()
     new = out[0, ids.shape[1] :]
     return (
         tokenizer.decode(new, skip_special_tokens=True).strip(),

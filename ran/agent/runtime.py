@@ -273,7 +273,10 @@ class ReservoirAgent:
             prompt, _ = P.encode(
                 self.tok, self.config.reply_prompt.format(message=text), ids.shape[1] + 64
             )
-        reply, n_new, first = P.generate(self.model, self.tok, prompt, self.config.max_new_tokens)
+        reader = self.handle if self.config.read == "prompt" else None
+        reply, n_new, first = P.generate(
+            self.model, self.tok, prompt, self.config.max_new_tokens, reader
+        )
         c.emitted += 1
         c.tokens_out += n_new
         first_ms = None if first is None else 1000 * (first - t0)

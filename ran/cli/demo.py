@@ -17,12 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_ADAPTER = "smollm2-135m-k16"  # notebook 03's K = 16 readout (make all saves it)
-DEFAULT_KEY = "castle"  # one of the adapter's 16 keys
-DEFAULT_TEXT = "The secret word is {key}."
-DEFAULT_QUESTION = (
-    "It was a quiet evening in the town.\nThe secret word was"  # a line first, as in training
-)
+DEFAULT_ADAPTER = "smollm2-135m-fact"  # notebook 06's fact memory (committed; make all rewrites it)
+DEFAULT_KEY = "flute"  # a held-out test key: never seen in training
+DEFAULT_TEXT = "We walked by the river all morning. Do not forget the word {key}. Then it rained."
+DEFAULT_QUESTION = "Earlier I gave you a word. That word was"  # a held-out question template
 TOP = 5
 
 

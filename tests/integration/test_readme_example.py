@@ -7,7 +7,7 @@ import pytest
 from ran.util.results import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
-ADAPTER = REPO_ROOT / "data" / "adapters" / "smollm2-135m-k16"
+ADAPTER = REPO_ROOT / "data" / "adapters" / "smollm2-135m-fact"
 
 
 def readme_example() -> str:
@@ -21,7 +21,7 @@ def readme_example() -> str:
 
 def test_example_is_extracted():
     code = readme_example()
-    assert '"data/adapters/smollm2-135m-k16"' in code and "print(" in code
+    assert '"data/adapters/smollm2-135m-fact"' in code and "print(" in code
     compile(code, "README.md", "exec")
 
 

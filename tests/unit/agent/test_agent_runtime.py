@@ -83,7 +83,7 @@ def test_passes_report_their_events_in_order(agent_factory, tmp_path):
 
 
 def test_reply_advances_the_state_as_generate_defines(agent_factory, adapter):
-    agent = agent_factory()
+    agent = agent_factory(read="always")  # the plain generate() below reads at every token
     agent.send("The lantern was left on the table.")
     before = agent.state.clone()
     reply = agent.send("Agent, tell me about the lantern.")
@@ -97,6 +97,53 @@ def test_reply_advances_the_state_as_generate_defines(agent_factory, adapter):
     assert torch.allclose(agent.state, handle.state, atol=1e-6)
     assert reply.text == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
     handle.remove()
+
+
+def test_a_reply_reads_the_memory_on_its_prompt_only(agent_factory):
+    """read="prompt": the prefill reads with the trained gate, every later token with the
+    gate closed, and the gate is back afterwards; a refused config names the choices."""
+    replies, gates = {}, {}
+    for read in ("always", "prompt"):
+        agent = agent_factory(read=read)
+        agent.send("The lantern was left on the table.")
+        seen = []
+        hook = agent.model.register_forward_pre_hook(
+            lambda *_, seen=seen, g=agent.handle.slots.gate: seen.append(g.detach().clone())
+        )
+        open_gate = agent.handle.slots.gate.detach().clone()
+        replies[read] = agent.send("Agent, tell me about the lantern.")
+        hook.remove()
+        gates[read] = seen
+        assert torch.equal(agent.handle.slots.gate, open_gate)  # restored after the reply
+        assert len(seen) == 1 + replies[read].data["tokens_out"]  # the pass, then generate()
+    # the pass and generate()'s prefill read with the open gate in both modes
+    assert all(torch.equal(g, gates["always"][0]) for g in gates["always"])
+    assert torch.equal(gates["prompt"][1], gates["always"][1])
+    assert all(torch.count_nonzero(g) == 0 for g in gates["prompt"][2:])
+    assert len(gates["prompt"]) > 2
+    with pytest.raises(AgentError, match="read must be one of prompt, always"):
+        AgentConfig(read="never")
+
+
+def test_recall_over_keys_plays_the_script_per_key_from_the_same_start(agent_factory):
+    from ran.agent import demo
+
+    agent = agent_factory(gate=AlwaysEmit())
+    agent.send("The mill is old.")
+    start = agent.state.clone()
+    over = demo.recall_over_keys(agent, ["flute", "eagle", "sun"], ["Note {key} now."],
+                                 ["Recall the word. It is", "The word is"])  # fmt: skip
+    assert over["n"] == 3 and [r["key"] for r in over["rows"]] == ["flute", "eagle", "sun"]
+    assert over["rows"][1]["question"] == "Agent, the word is"
+    assert "Note eagle now." in over["rows"][1]["fact"]
+    for name in ("memory", "reset"):
+        hits = sum(r[f"{name}_hit"] for r in over["rows"])
+        assert over[name]["hits"] == hits and over[name]["rate"] == hits / 3
+        lo, hi = over[name]["ci95"]
+        assert 0 <= lo <= over[name]["rate"] <= hi <= 1
+    assert torch.equal(agent.state, start)  # every key starts from the state at the call
+    with pytest.raises(ValueError, match="at least one key"):
+        demo.recall_over_keys(agent, [], ["{key}"], ["q"])
 
 
 def test_buffer_keeps_the_latest_passes_within_its_budget(agent_factory):
