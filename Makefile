@@ -32,7 +32,7 @@ test: $(STAMP)  ## lint (ruff check + format check) and the test suite, smoke pi
 # Debian's chromium (Playwright's own browser download cannot reach its CDN here)
 # driven by the PyPI playwright pinned in requirements.txt.
 CHROMIUM := /usr/bin/chromium
-test-browser: $(STAMP)  ## the notebook-01 sliders in JupyterLab, headless Chromium (installs both)
+test-browser: $(STAMP)  ## notebook 01's sliders and 07's chat panel in JupyterLab, headless Chromium (installs both)
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
 	    echo "test-browser: $(CHROMIUM) is missing; as root run: apt-get update && apt-get install -y chromium" >&2; \
@@ -41,7 +41,7 @@ test-browser: $(STAMP)  ## the notebook-01 sliders in JupyterLab, headless Chrom
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
 	$(PIP) install --quiet "$$(grep -E '^playwright==' requirements.txt)"
-	$(PY) -m pytest -q -m browser tests/acceptance/test_browser.py
+	$(PY) -m pytest -q -m browser tests/acceptance/
 
 lint: $(STAMP)  ## ruff check and format check only
 	$(PY) -m ruff check ran notebooks tests

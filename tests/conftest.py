@@ -52,6 +52,27 @@ def embedded_model_only_in_slow_tests(request, monkeypatch):
     yield
 
 
+@pytest.fixture
+def browser_page(tmp_path, request):
+    """A headless Chromium page for the tests marked ``browser`` (tests/browser_helpers.py)."""
+    import browser_helpers
+
+    # a later -m replaces addopts' "not browser" (e.g. `pytest -m "not slow"`): run only
+    # when asked for by name
+    if "browser" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("browser test: run `make test-browser` (or `pytest -m browser`)")
+    if not browser_helpers.CHROMIUM.exists():
+        pytest.fail(
+            f"{browser_helpers.CHROMIUM} is missing: `make test-browser` installs Debian's chromium"
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed in .venv: run `make test-browser`")
+    with browser_helpers.chromium_page(tmp_path / "chromium-profile") as page:
+        yield page
+
+
 # A two-step tiny-llama secret-word run with the gate open (tests that need a trained run).
 TINY_RUN = dict(
     model_name="tiny-llama",

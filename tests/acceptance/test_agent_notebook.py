@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -43,5 +44,9 @@ def test_chat_panel_builds_and_queues_messages(tmp_path):
     panel.send("/idle 2")
     panel.send("/dance")  # shown as an error line, nothing queued
     assert [r.kind for r in panel.scheduler.queue] == ["message", "idle", "idle"]
+    log, plot = panel.children[2].children  # set directly, not captured (see ran.agent.panel)
+    assert "you&gt; hello there" in log.value and "you&gt; /dance\n! " in log.value
+    (out,) = plot.outputs
+    assert base64.b64decode(out["data"]["image/png"]).startswith(b"\x89PNG")
     panel.stop()
     handle.remove()
