@@ -43,6 +43,7 @@ from ran.agent import demo, measure, viz
 from ran.agent import findings as agent_findings
 from ran.agent.checkpoint import agent_identity
 from ran.agent.config import AgentConfig
+from ran.agent.gate import AlwaysEmit
 from ran.agent.gate_probe import GateProbe
 from ran.agent.gate_train import train_and_score
 from ran.agent.runtime import GATE_DIR, ReservoirAgent
@@ -144,14 +145,16 @@ for name in ("memory", "reset"):
     print(
         f"{name}: emitted={check[name]['emitted']} reply={check[name]['reply']!r} has key={check[name]['has_key']}"
     )
-over = None
+over = heard = None
 if recall_keys:
     pools = WL.POOLS
-    over = demo.recall_over_keys(agent, pools["keys"]["test"][:recall_keys], pools["write"]["test"],
-                                 pools["question"]["test"])  # fmt: skip
-    print(
-        f"held-out keys: as written {over['memory']['hits']}/{over['n']}, reset {over['reset']['hits']}/{over['n']}"
-    )
+    args = (pools["keys"]["test"][:recall_keys], pools["write"]["test"], pools["question"]["test"])
+    over = demo.recall_over_keys(agent, *args)  # with the agent's output gate
+    with agent.using_gate(AlwaysEmit()):  # the memory alone: every reply emitted
+        heard = demo.recall_over_keys(agent, *args)
+    for name, o in (("gate", over), ("every reply", heard)):
+        print(f"held-out keys ({name}): as written {o['memory']['hits']}/{o['n']} "
+              f"({o['memory']['emitted']} emitted), reset {o['reset']['hits']}/{o['n']}")  # fmt: skip
 
 # %% [markdown]
 # ### r(t) in a fixed PCA plane
@@ -192,11 +195,12 @@ plt.show()
 # %%
 figures = {"gate": p_gate, "clock": p_clock} | ({} if interactive else {"trajectory": p_traj})
 findings = agent_findings.findings(model_name, key, check, gate_report, latency, clock, latency_idle_every,
-                                   figures, outputs, over, cfg.read)  # fmt: skip
+                                   figures, outputs, over, cfg.read, heard)  # fmt: skip
 payload = {
     "adapter": str(adapter_dir.name),
     "identity": agent.identity,
     "keys": over,
+    "keys_every_reply": heard,
     "read": cfg.read,
     "gate": gate_report,
     "gate_path": outputs.rel(gate_path) if gate_path.is_relative_to(outputs.base) else str(gate_path),
@@ -208,7 +212,8 @@ payload = {
     "settings": dict(model_name=model_name, units=handle.reservoir.units, probe=probe.params(),
                      max_new_tokens=max_new_tokens, torch_threads=threads),
 }  # fmt: skip
-agent.close()
+if not interactive:  # the chat panel keeps the agent running (and logging) after Run All
+    agent.close()
 path = results.save_results("07_agent", payload, outputs, seed=seed, model_name=model_name,
                             wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip
 print(f"saved {outputs.rel(path)}")

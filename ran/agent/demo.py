@@ -94,7 +94,8 @@ def recall_over_keys(agent, keys, writes, questions) -> dict:
     out = {"n": n, "rows": rows}
     for name in ("memory", "reset"):
         k = sum(r[f"{name}_hit"] for r in rows)
-        out[name] = {"hits": k, "rate": k / n, "ci95": list(wilson_interval(k, n))}
+        out[name] = {"hits": k, "rate": k / n, "ci95": list(wilson_interval(k, n)),
+                     "emitted": sum(r[name] is not None for r in rows)}  # fmt: skip
     return out
 
 

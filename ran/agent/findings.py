@@ -34,25 +34,44 @@ def memory_sentence(model_name: str, key: str, check: dict) -> str:
             f"it ({rst['reply']!r}).")  # fmt: skip
 
 
-def keys_findings(over: dict, read: str) -> list[dict]:
-    """The scripted conversation over many held-out keys: the hit rates and every reply."""
-    m, r = over["memory"], over["reset"]
+def keys_findings(over: dict, read: str, heard: dict | None = None) -> list[dict]:
+    """The scripted conversation over many held-out keys with the agent's output gate
+    (``over``) and, given ``heard``, with every reply emitted (the memory without the gate):
+    the hit rates, the silent replies, and every reply."""
+
+    def rates(o: dict) -> str:
+        m, r, n = o["memory"], o["reset"], o["n"]
+        return (
+            f"the reply contains the key in {m['hits']}/{n} conversations ({m['rate']:.2f} "
+            f"[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]; {n - m['emitted']} silent) as written and "
+            f"in {r['hits']}/{n} ({r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]; "
+            f"{n - r['emitted']} silent) with the state reset before the question"
+        )
+
     sentence = (
         f"Free generation over {over['n']} held-out keys (keys, fact sentences and questions "
         f"from the memory probe's test pools, never seen in training; the same script per key; "
-        f"the reply reads the memory {'on its prompt only' if read == 'prompt' else 'at every token'}): "
-        f"the reply contains the key in {m['hits']}/{over['n']} conversations "
-        f"({m['rate']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]) as written and in "
-        f"{r['hits']}/{over['n']} ({r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]) with the "
-        f"state reset before the question."
+        f"the reply reads the memory {'on its prompt only' if read == 'prompt' else 'at every token'}). "
+        f"With the agent's output gate {rates(over)}."
+        + (f" With every reply emitted (the memory alone) {rates(heard)}." if heard else "")
     )
     rows = [
         [x["key"], x["question"], _short(x["memory"]), _short(x["reset"])] for x in over["rows"]
     ]
+    if heard:
+        cols = [
+            "key",
+            "question",
+            "reply as written",
+            "after the reset",
+            "as written, every reply emitted",
+        ]
+        rows = [row + [_short(h["memory"])] for row, h in zip(rows, heard["rows"], strict=True)]
+    else:
+        cols = ["key", "question", "reply as written", "after the reset"]
     return [
         text(sentence),
-        table("The scripted conversation per held-out key: the question and both replies",
-              ["key", "question", "reply as written", "reply after the reset"], rows),
+        table("The scripted conversation per held-out key: the question and the replies", cols, rows),
     ]  # fmt: skip
 
 
@@ -74,11 +93,13 @@ def findings(
     outputs,
     keys: dict | None = None,
     read: str = "prompt",
+    heard: dict | None = None,
 ) -> list[dict]:
     """Notebook 07's findings blocks: the scripted conversation (headline), the output gates,
     interrupt latency (idle ticks every ``idle_every`` seconds), the elapsed-time probe and
     the figures (``figures``: ``gate``, ``clock`` and, when drawn, ``trajectory`` paths) and,
-    given ``keys`` (:func:`ran.agent.demo.recall_over_keys`), the script over held-out keys."""
+    given ``keys`` (:func:`ran.agent.demo.recall_over_keys`), the script over held-out keys
+    (``heard``: the same with every reply emitted)."""
     sf, sl, al = (gate_report[n]["scores"] for n in GATES)
     cued = {n: gate_report[n]["categories"].get("cued", {}).get("emit_rate") for n in GATES[:2]}
     cued = {n: "n/a" if v is None else f"{v:.2f}" for n, v in cued.items()}
@@ -113,6 +134,8 @@ def findings(
                           "conversation in a fixed PCA plane (fitted on the gate probe's test "
                           "states): as written (left) and with the state reset before the "
                           "question (right).", outputs))  # fmt: skip
-    if keys is not None:
-        out += keys_findings(keys, read)
+    if keys is not None:  # the many-key rate heads the notebook's summary instead of one key
+        out[0] = {k: v for k, v in out[0].items() if k != "headline"}
+        block = keys_findings(keys, read, heard)
+        out += [block[0] | {"headline": True}, *block[1:]]
     return out

@@ -24,6 +24,7 @@ never overlap (a second concurrent call raises). Every step is reported as
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -211,6 +212,18 @@ class ReservoirAgent:
     def idle(self, n: int = 1) -> list[Event]:
         """``n`` idle ticks now; returns their ``idle`` events."""
         return [e for _ in range(n) for e in self.step(Request("idle")) if e.kind == "idle"]
+
+    @contextlib.contextmanager
+    def using_gate(self, gate):
+        """Run with another output gate (and its threshold), e.g. :class:`AlwaysEmit` to hear
+        every reply; the agent's own gate is back afterwards."""
+        gate.check(self.identity, self.hidden_size, self.units)
+        saved = self.gate, self.threshold
+        self.gate, self.threshold = gate, gate.threshold
+        try:
+            yield self
+        finally:
+            self.gate, self.threshold = saved
 
     def review(self) -> Event:
         """A pass over the buffer now; returns its ``silent``, ``emitted`` or ``idle`` event."""

@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY_RUN
 
 from ran import __main__ as M
-from ran.cli.demo import DEFAULT_QUESTION
+from ran.cli.demo import DEFAULT_QUESTION, DEFAULT_TEXT
 from ran.mechanisms.adapter import CONFIG_NAME, WEIGHTS_NAME
 from ran.training.config import TrainConfig
 from ran.util.results import Outputs
@@ -139,8 +139,9 @@ def test_demo_two_processes(adapter, capsys):
     assert M.main(["demo", "--adapter", str(adapter), "--key", "river"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    first = re.fullmatch(r"pass 1 \(process (\d+)\): 'The secret word is river\.'", lines[0])
-    question = re.escape(repr(DEFAULT_QUESTION))  # a line of text, then the question
+    text = re.escape(repr(DEFAULT_TEXT.replace("{key}", "river")))  # the key inside text
+    first = re.fullmatch(rf"pass 1 \(process (\d+)\): {text}", lines[0])
+    question = re.escape(repr(DEFAULT_QUESTION))
     second = [re.fullmatch(rf"pass 2 \(process (\d+), state from .+\): {question}", ln)
               for ln in lines if ln.startswith("pass 2")]  # fmt: skip
     assert first and len(second) == 1 and second[0]

@@ -82,27 +82,28 @@ def ci_bars(ax, rows: pd.DataFrame, chance: float):
 
 def tradeoff(ax, rows: pd.DataFrame, chance: float, target_pct: float = 1.0):
     """Held-out recall (95% CI bars) against the H1 cost |dPPL| (log scale), one point per
-    KL weight and condition, annotated with the weight; the H1 target as a shaded band."""
-    colours = dict(
-        zip(dict.fromkeys(rows.condition), sns.color_palette("colorblind"), strict=False)
-    )
+    KL weight and condition, the weights written once beside the first condition's points;
+    the H1 target (|dPPL| <= ``target_pct``) as a shaded band."""
+    conds = list(dict.fromkeys(rows.condition))
+    colours = dict(zip(conds, sns.color_palette("colorblind", len(conds)), strict=True))
+    x_all = rows.dppl_pct.abs().clip(lower=1e-3)
+    left = min(target_pct / 4, x_all.min() / 2)
     for cond, g in rows.groupby("condition", sort=False):
         x = g.dppl_pct.abs().clip(lower=1e-3)
         ax.errorbar(x, g.acc, yerr=np.vstack([g.acc - g.lo, g.hi - g.acc]), fmt="o-",
                     color=colours[cond], capsize=3, label=cond)  # fmt: skip
-        for xi, yi, w in zip(x, g.acc, g.kl_weight, strict=True):
-            ax.annotate(
-                f"KL {w:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
+        if cond == conds[0]:
+            for xi, yi, w in zip(x, g.acc, g.kl_weight, strict=True):
+                ax.annotate(f"KL {w:g}", (xi, yi), textcoords="offset points", xytext=(6, -10),
+                            fontsize=7)  # fmt: skip
     ax.set_xscale("log")
-    ax.axvspan(
-        ax.get_xlim()[0], target_pct, color="green", alpha=0.08, label=f"|dPPL| <= {target_pct:g}%"
-    )
+    ax.set_xlim(left, x_all.max() * 2)
+    ax.axvspan(left, target_pct, color="green", alpha=0.1, label=f"H1: |dPPL| <= {target_pct:g}%")
     ax.axhline(chance, color="grey", ls=":", label="chance")
-    ax.set_xlabel("|dPPL| after a fact pass (%)")
+    ax.set_xlabel("|dPPL| after a fact pass (%, log scale)")
     ax.set_ylabel("held-out recall")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def figure(curves_d, curves_i, bars, chance, grid=None):

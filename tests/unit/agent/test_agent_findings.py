@@ -45,18 +45,28 @@ def test_agent_findings_flip_with_the_reply_and_missing_categories():
     assert "emitted at rate n/a (stateful) and n/a (stateless)" in out[1]["text"]
 
 
-def test_keys_findings_count_hits_and_list_every_reply():
+def test_keys_findings_count_hits_silences_and_list_every_reply():
     rows = [{"key": k, "question": "Agent, q", "memory": m, "reset": r}
             for k, m, r in (("flute", "flute, flute", "no"), ("lantern", "lamp " * 20, None))]  # fmt: skip
-    over = {"n": 2, "rows": rows, "memory": {"hits": 1, "rate": 0.5, "ci95": [0.09, 0.91]},
-            "reset": {"hits": 0, "rate": 0.0, "ci95": [0.0, 0.66]}}  # fmt: skip
+    over = {"n": 2, "rows": rows,
+            "memory": {"hits": 1, "rate": 0.5, "ci95": [0.09, 0.91], "emitted": 2},
+            "reset": {"hits": 0, "rate": 0.0, "ci95": [0.0, 0.66], "emitted": 1}}  # fmt: skip
     sent, tab = AF.keys_findings(over, "prompt")
-    assert "in 1/2 conversations (0.50 [0.09, 0.91]) as written" in sent["text"]
-    assert "0/2 (0.00 [0.00, 0.66]) with the state reset" in sent["text"]
-    assert "on its prompt only" in sent["text"]
+    assert "in 1/2 conversations (0.50 [0.09, 0.91]; 0 silent) as written" in sent["text"]
+    assert "0/2 (0.00 [0.00, 0.66]; 1 silent) with the state reset" in sent["text"]
+    assert "on its prompt only" in sent["text"] and "every reply emitted" not in sent["text"]
     assert "at every token" in AF.keys_findings(over, "always")[0]["text"]
     assert tab["rows"][0] == ["flute", "Agent, q", "flute, flute", "no"]
     assert tab["rows"][1][2].endswith("...") and len(tab["rows"][1][2]) == 48
     assert tab["rows"][1][3] == "(silent)"
-    out = AF.findings(*_inputs(), {"gate": "g", "clock": "c"}, None, over, "prompt")
+    heard = {**over, "rows": [dict(r, memory="flute") for r in rows],
+             "memory": {"hits": 2, "rate": 1.0, "ci95": [0.34, 1.0], "emitted": 2}}  # fmt: skip
+    sent, tab = AF.keys_findings(over, "prompt", heard)
+    assert (
+        "With every reply emitted (the memory alone) the reply contains the key in 2/2"
+        in sent["text"]
+    )
+    assert len(tab["columns"]) == 5 and tab["rows"][1][4] == "flute"
+    out = AF.findings(*_inputs(), {"gate": "g", "clock": "c"}, None, over, "prompt", heard)
     assert out[-1]["kind"] == "table" and out[-2]["text"] == sent["text"]
+    assert out[-2]["headline"] is True and "headline" not in out[0]  # the rate heads the summary

@@ -142,8 +142,19 @@ def test_recall_over_keys_plays_the_script_per_key_from_the_same_start(agent_fac
         lo, hi = over[name]["ci95"]
         assert 0 <= lo <= over[name]["rate"] <= hi <= 1
     assert torch.equal(agent.state, start)  # every key starts from the state at the call
+    assert over["memory"]["emitted"] == sum(r["memory"] is not None for r in over["rows"]) == 3
     with pytest.raises(ValueError, match="at least one key"):
         demo.recall_over_keys(agent, [], ["{key}"], ["q"])
+
+
+def test_using_gate_swaps_the_gate_and_its_threshold_back(agent_factory, trained):
+    gates, _ = trained
+    agent = agent_factory(gate=gates["stateful"])
+    own, threshold = agent.gate, agent.threshold
+    with agent.using_gate(AlwaysEmit()):
+        assert agent.gate.name == "always" and agent.threshold == AlwaysEmit.threshold
+        assert agent.send("The mill is old.").kind == "emitted"  # always-emit speaks
+    assert agent.gate is own and agent.threshold == threshold
 
 
 def test_buffer_keeps_the_latest_passes_within_its_budget(agent_factory):
