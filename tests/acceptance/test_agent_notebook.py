@@ -21,7 +21,10 @@ def test_notebook_07_runs_headless_in_the_smoke_profile(tmp_path, monkeypatch):
     out = Outputs("smoke")
     doc = json.loads((out.results / "07_agent.json").read_text())
     res = doc["results"]
-    assert doc["meta"]["model_name"] == "tiny-llama" and doc["findings"][0]["headline"]
+    assert doc["meta"]["model_name"] == "tiny-llama"
+    heads = [f for f in doc["findings"] if f.get("headline")]
+    assert len(heads) == 1 and heads[0]["text"].startswith("Free generation over 2 held-out keys")
+    assert res["keys"]["n"] == res["keys_every_reply"]["n"] == 2
     assert {"stateful", "stateless", "always"} <= set(res["gate"])
     assert res["memory_check"]["memory"]["passes"] == res["memory_check"]["reset"]["passes"] > 5
     assert res["latency"]["max_concurrent"] == 1 and res["latency"]["max_waited_passes"] <= 1
