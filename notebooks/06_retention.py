@@ -52,6 +52,7 @@ import torch
 from ran.injection.models import load_model
 from ran.report.figures import retention as RV
 from ran.reservoir import ReservoirConfig
+from ran.study import h1_tradeoff as H1T
 from ran.study import retention as RT
 from ran.tasks.wordlists import corpus_keys
 from ran.training import jobs
@@ -127,7 +128,7 @@ print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {step
 t0 = time.perf_counter()
 configs, _, large_cfg = RT.plan(base, best, best_lr, best_sr, results.parse_list(compare, str, allow_empty=True),
                                 k_large=k_large)  # fmt: skip
-kl_cfgs = RT.kl_plan(base, best_lr, best_sr, ints(kl_weights, float, allow_empty=True))
+kl_cfgs = H1T.kl_plan(base, best_lr, best_sr, ints(kl_weights, float, allow_empty=True))
 jobs.train_all(
     [*configs.values(), *kl_cfgs.values(), *([large_cfg] if large_cfg else [])], outputs
 )  # 2 workers
@@ -138,12 +139,12 @@ for label, cfg in configs.items():
     measured[label] = RT.study(run, outputs, ints(d_list), ints(idle_list), n_test)
     if label == next(iter(configs)):  # the best run: the library's fact-memory adapter, H1, grid
         adapter = RT.save_adapter(run, outputs, adapter_name)
-        h1 = {label: RT.h1_check(run)}
+        h1 = {label: H1T.h1_check(run)}
         grid_rows = RT.regime_grid(run, outputs, ints(grid_lr, float), ints(grid_sr, float), grid_n,
                                    idle=max(ints(idle_list)), distractors=8)  # fmt: skip
         print("H1:", {k: round(v["dppl_pct"], 2) for k, v in h1.items()})
     if label.split(" ")[0] in results.parse_list(h1_rows, str, allow_empty=True):
-        h1[label] = RT.h1_check(run)
+        h1[label] = H1T.h1_check(run)
     m = measured[label]
     print(label, run.hash, {p["distractors"]: round(p["reservoir"]["acc"], 3) for p in m["distractors"]},
           {p["idle_steps"]: round(p["reservoir"]["acc"], 3) for p in m["idle"]})  # fmt: skip
@@ -159,7 +160,7 @@ tradeoff = []
 for label, cfg in kl_cfgs.items():
     run = train(cfg, outputs, progress=False)
     train_s += 0 if run.loaded else run.wall_time_s
-    tradeoff.append(RT.tradeoff_point(run, outputs, n_test))
+    tradeoff.append(H1T.tradeoff_point(run, outputs, n_test))
     p = tradeoff[-1]
     print(label, run.hash, round(p["d0"]["reservoir"]["acc"], 3), round(p["d"]["reservoir"]["acc"], 3),
           f"dPPL {p['h1']['dppl_pct']:+.2f}%", p["openness"])  # fmt: skip
@@ -194,7 +195,7 @@ plt.show()
 trade_path = None
 if tradeoff:
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    RV.tradeoff(ax, pd.DataFrame(RT.tradeoff_rows(tradeoff)), chance, RT.H1_TARGET_PCT)
+    RV.tradeoff(ax, pd.DataFrame(H1T.tradeoff_rows(tradeoff)), chance, H1T.DPPL_TARGET_PCT)
     trade_path = outputs.figure_path("06_h1_tradeoff.png")
     fig.savefig(trade_path, dpi=130, bbox_inches="tight")
     plt.show()
@@ -207,8 +208,9 @@ esn_path = outputs.results / "01_esn_dynamics.json"  # notebook 01 runs first in
 esn = RT.esn_context(
     results.load_results("01_esn_dynamics", outputs) if esn_path.exists() else None
 )
+trade_blocks = H1T.tradeoff_findings(tradeoff, best_label, h1.get(best_label), trade_path, outputs)
 findings = RT.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
-                       tradeoff, trade_path)  # fmt: skip
+                       trade_blocks)  # fmt: skip
 payload = dict(configs={lb: c.to_dict() | {"hash": c.config_hash()} for lb, c in configs.items()},
                measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, adapter=adapter, h1=h1,
                compute_s=compute_s, n_train_keys=len(keys), probe_params=probe_params | {"train_keys": len(keys)})  # fmt: skip

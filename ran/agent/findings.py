@@ -104,7 +104,8 @@ def findings(
     cued = {n: gate_report[n]["categories"].get("cued", {}).get("emit_rate") for n in GATES[:2]}
     cued = {n: "n/a" if v is None else f"{v:.2f}" for n, v in cued.items()}
     out = [
-        text(memory_sentence(model_name, key, check)) | {"headline": True},
+        # the headline, unless the many-key rate (below) heads the notebook's summary
+        text(memory_sentence(model_name, key, check)) | ({} if keys is not None else {"headline": True}),
         text(
             f"Output gate on {gate_report['n_turns']['test']} held-out test turns (positive rate "
             f"{gate_report['positive_rate_test']:.2f}): stateful {fmt_prf(sf)}; stateless "
@@ -134,8 +135,7 @@ def findings(
                           "conversation in a fixed PCA plane (fitted on the gate probe's test "
                           "states): as written (left) and with the state reset before the "
                           "question (right).", outputs))  # fmt: skip
-    if keys is not None:  # the many-key rate heads the notebook's summary instead of one key
-        out[0] = {k: v for k, v in out[0].items() if k != "headline"}
+    if keys is not None:
         block = keys_findings(keys, read, heard)
         out += [block[0] | {"headline": True}, *block[1:]]
     return out

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ran.study.h1 import DPPL_TARGET_PCT
 from ran.study.tables import fmt_acc
 from ran.tasks import probes as P
 from ran.tasks.episodes import CONTROLS, evaluate
@@ -167,8 +168,8 @@ def headline(label: str, c: dict, k: int, h1: dict | None = None, large=None, k_
             else ""
         )
         + (
-            f" H1 cost: dPPL {h1['dppl_pct']:+.2f}% on plain text after a fact pass (within 1%: "
-            f"{'met' if abs(h1['dppl_pct']) <= 1 else 'NOT met'})."
+            f" H1 cost: dPPL {h1['dppl_pct']:+.2f}% on plain text after a fact pass (within {DPPL_TARGET_PCT:g}%: "
+            f"{'met' if abs(h1['dppl_pct']) <= DPPL_TARGET_PCT else 'NOT met'})."
             if h1 is not None
             else ""
         )
@@ -385,29 +386,6 @@ def esn_context(doc: dict | None) -> dict | None:
     )}  # fmt: skip
 
 
-def h1_check(run, n_blocks: int = 16, block_len: int = 128, fact: str = H1_FACT) -> dict:
-    """H1 for a trained run: perplexity of held-out Shakespeare blocks with the state of one
-    fact pass carried, against the untouched model, and exactness at init (gate closed).
-    Returns ``ppl_base``, ``ppl_trained``, ``dppl_pct`` and ``init_equal``."""
-    from ran.evaluation.quality import perplexity, perplexity_after_write, perplexity_at_init
-    from ran.injection.models import load_model
-    from ran.tasks.data import token_blocks
-
-    blocks = token_blocks(run.tokenizer, "test", block_len, n_blocks)
-    plain, _ = load_model(run.config.model_name, seed=run.config.model_seed)
-    base, logits_base = perplexity(plain, blocks, keep_logits=2)
-    init, logits_init = perplexity_at_init(
-        plain, blocks, run.config.injection_config(), run.config.kind, keep_logits=2
-    )
-    trained = perplexity_after_write(run.model, run.handle, run.tokenizer, blocks, fact)
-    equal = all(torch.equal(a, b) for a, b in zip(logits_base, logits_init, strict=True))
-    return dict(
-        ppl_base=base.ppl, ppl_init=init.ppl, ppl_trained=trained.ppl,
-        dppl_pct=100 * (trained.ppl / base.ppl - 1), init_equal=equal,
-        n_blocks=n_blocks, block_len=block_len, fact=fact,
-    )  # fmt: skip
-
-
 def _default(field: str):
     from ran.tasks.realism import FactInText
 
@@ -456,10 +434,9 @@ def findings(
     h1=None,
     esn=None,
     tradeoff=(),
-    trade_path=None,
 ) -> list[dict]:
-    """Notebook 06's findings blocks: headline, summary table, curves, grid, H1 (and its
-    trade-off against recall per KL weight), capacity."""
+    """Notebook 06's findings blocks: headline, summary table, curves, grid, H1, the trade-off
+    blocks ``tradeoff`` (:func:`ran.study.h1_tradeoff.tradeoff_findings`), capacity."""
     from ran.tasks import wordlists as WL
     from ran.util.results import figure
 
@@ -528,22 +505,12 @@ def findings(
                 f"H1 with the new read and write side ({label}): perplexity of {r['n_blocks']} "
                 f"held-out blocks of {r['block_len']} tokens with the state of one fact pass "
                 f"carried {r['ppl_trained']:.3f} vs {r['ppl_base']:.3f} untouched (dPPL "
-                f"{r['dppl_pct']:+.2f}%; within 1%: {'yes' if abs(r['dppl_pct']) <= 1 else 'NO'}); "
+                f"{r['dppl_pct']:+.2f}%; within {DPPL_TARGET_PCT:g}%: {'yes' if abs(r['dppl_pct']) <= DPPL_TARGET_PCT else 'NO'}); "
                 f"at init the logits are torch.equal to the base model's: "
                 f"{'yes' if r['init_equal'] else 'NO'}."
             )
         )
-    out += tradeoff_findings(list(tradeoff), best_label, h1.get(best_label))
-    if trade_path is not None:
-        out.append(
-            figure(
-                trade_path,
-                f"H1 against recall: held-out recall at d = 0 and after "
-                f"{tradeoff[0]['distractors']} distractor passes (95% Wilson CIs) vs the "
-                "perplexity cost after one fact pass, per KL weight; shaded: the H1 target.",
-                outputs,
-            )
-        )
+    out += list(tradeoff)
     if large is not None:
         d0 = large["d0"]
         out.append(
@@ -584,172 +551,6 @@ def plan(base, best, best_lr, best_sr, compare=(), grid_lr=(), grid_sr=(), k_lar
             base, best, best_lr, best_sr, probe_params=first.probe_params | {"k": k_large}
         )
     return configs, grid, large
-
-
-# ------------------------------------------------------------------------- the H1 trade-off
-H1_TARGET_PCT = 1.0  # |dPPL| after a fact pass within this many percent: H1 holds
-RECALL_TARGET = 0.9  # held-out recall the memory aims at (d = 0 and d = 8)
-
-
-def kl_plan(base, lr: float, sr: float, weights) -> dict:
-    """``{label: config}``: the ``decoded+kl`` write side at each KL weight (regime lr, sr)."""
-    return {
-        f"decoded+kl w={w:g}": config_for(base, "decoded+kl", lr, sr, kl_weight=float(w))
-        for w in weights
-    }
-
-
-def tradeoff_point(run, outputs, n_test: int, distractors: int = 8) -> dict:
-    """One KL weight's point: held-out recall at d = 0 and after ``distractors`` passes (with
-    the reset and stateless controls) and its H1 check (:func:`h1_check`)."""
-    return {
-        "kl_weight": run.config.kl_weight,
-        "hash": run.hash,
-        "train_min": run.wall_time_s / 60,
-        "d0": evaluate_condition(run, outputs, n_test, CURVE_CONTROLS),
-        "d": evaluate_condition(run, outputs, n_test, CURVE_CONTROLS, distractors=(distractors,)),
-        "distractors": distractors,
-        "h1": h1_check(run),
-        "openness": gate_openness(run, n_test),
-    }
-
-
-def tradeoff_rows(points: list[dict]) -> list[dict]:
-    """Tidy rows (kl_weight, condition, acc, lo, hi, dppl_pct) for the trade-off figure."""
-    return [
-        dict(
-            kl_weight=p["kl_weight"],
-            condition=cond,
-            acc=p[key]["reservoir"]["acc"],
-            lo=p[key]["reservoir"]["ci_low"],
-            hi=p[key]["reservoir"]["ci_high"],
-            dppl_pct=p["h1"]["dppl_pct"],
-        )  # fmt: skip
-        for p in points
-        for key, cond in (("d0", "d=0"), ("d", f"d={p['distractors']}"))
-    ]
-
-
-def tradeoff_findings(points: list[dict], ref_label: str | None = None, ref=None) -> list[dict]:
-    """The trade-off table and its sentence: recall vs H1 per KL weight, with how far the
-    read is open on plain text and at the questions (``ref``: the best configuration's H1
-    without the KL term, as the first row)."""
-    if not points:
-        return []
-    d = points[0]["distractors"]
-    cols = ["KL weight", "d=0", f"d={d}", f"reset d={d}", "dPPL %", "within 1%",
-            "open: text mean", "open: text p99", "open: questions", "train min"]  # fmt: skip
-    body = []
-    if ref is not None:
-        body.append([f"0 ({ref_label})", "", "", "", round(ref["dppl_pct"], 2),
-                     _met(ref["dppl_pct"]), "", "", "", ""])  # fmt: skip
-    for p in sorted(points, key=lambda p: p["kl_weight"]):
-        o = p.get("openness") or {}
-        body.append([p["kl_weight"], fmt_acc(p["d0"]["reservoir"]), fmt_acc(p["d"]["reservoir"]),
-                     p["d"]["reset"]["acc"], round(p["h1"]["dppl_pct"], 2),
-                     _met(p["h1"]["dppl_pct"]), *[_r(o.get(c)) for c in
-                     ("text_mean", "text_p99", "question_mean")], round(p["train_min"], 1)])  # fmt: skip
-    both = [
-        p for p in points
-        if abs(p["h1"]["dppl_pct"]) <= H1_TARGET_PCT
-        and min(p["d0"]["reservoir"]["acc"], p["d"]["reservoir"]["acc"]) >= RECALL_TARGET
-    ]  # fmt: skip
-    met_w = [f"{p['kl_weight']:g}" for p in both]
-    low = min(points, key=lambda p: abs(p["h1"]["dppl_pct"]))
-    sentence = (
-        f"H1 against recall (decoded read side with a query gate, the KL term at each weight, "
-        f"the last step kept): the smallest perplexity cost is dPPL "
-        f"{low['h1']['dppl_pct']:+.2f}% at KL weight {low['kl_weight']:g}, where held-out recall "
-        f"is {fmt_acc(low['d0']['reservoir'])} at d = 0 and {fmt_acc(low['d']['reservoir'])} after "
-        f"{d} distractors. "
-        + (
-            f"Both targets (dPPL within {H1_TARGET_PCT:g}% and recall >= {RECALL_TARGET:g}) are met "
-            f"at KL weight {', '.join(met_w)}."
-            if both
-            else f"No weight meets both targets (dPPL within {H1_TARGET_PCT:g}% and recall >= "
-            f"{RECALL_TARGET:g} at d = 0 and d = {d})."
-        )
-        + (" " + _openness_sentence(low) if low.get("openness") else "")
-    )
-    return [
-        table(
-            f"H1 against recall per KL weight (held-out, n = {points[0]['d0']['n']} per point; "
-            f"dPPL on {points[0]['h1']['n_blocks']} held-out blocks of "
-            f"{points[0]['h1']['block_len']} tokens after one fact pass; open: the read "
-            "tanh(g) x query gate, mean over heads, on plain text and at the questions' last token)",
-            cols,
-            body,
-        ),
-        text(sentence),
-    ]
-
-
-SEPARATES = 3.0  # the query gate "tells questions from text" when open this many times more
-
-
-def _openness_sentence(p: dict) -> str:
-    o = p["openness"]
-    q, t = o["question_mean"], o["text_mean"]
-    how = (
-        "the query gate tells the held-out questions from plain text"
-        if q >= SEPARATES * t
-        else "the query gate hardly tells the held-out questions from plain text"
-    )
-    return (
-        f"At that weight the read is open {q:.3f} at the held-out questions' last token (5th "
-        f"percentile {o['question_p05']:.3f}) and {t:.3f} on plain text (99th percentile "
-        f"{o['text_p99']:.3f}): {how}."
-    )
-
-
-def _r(x, nd: int = 3):
-    return "" if x is None else round(x, nd)
-
-
-def gate_openness(run, n_test: int, n_blocks: int = 16, block_len: int = 128) -> dict | None:
-    """How far the read is open, ``tanh(g_h) * sigmoid(w_h . x_t + c_h)`` averaged over heads,
-    on plain text (the H1 blocks: mean and 99th percentile over tokens) and at the last token
-    of the held-out question passes (mean and 5th percentile), where the answer is read. The
-    query gate sees only layer L's input, which the memory does not change, so no state is
-    needed. None without a query gate."""
-    from ran.tasks.data import token_blocks
-    from ran.tasks.scoring import batch_encode
-
-    slots = run.handle.slots
-    if slots.query_gate is None:
-        return None
-    seen: list[torch.Tensor] = []
-    select = slots.select
-
-    def capture(x):
-        s = select(x)
-        seen.append((s * torch.tanh(slots.gate)).mean(-1).detach().float())  # (B, Q)
-        return s
-
-    questions = [e.passes[-1] for e in test_episodes(run.config, n_test)]
-    slots.select = capture
-    try:
-        with torch.no_grad():
-            run.handle.reset_state()
-            run.model(input_ids=token_blocks(run.tokenizer, "test", block_len, n_blocks))
-            text_open = seen.pop().flatten()
-            run.handle.reset_state()
-            ids, mask = batch_encode(run.tokenizer, questions)
-            run.model(input_ids=ids, attention_mask=mask)
-            q_open = seen.pop()[:, -1]
-    finally:
-        del slots.select  # the instance attribute: the class's method is back
-        run.handle.reset_state()
-    q = torch.tensor([0.99, 0.05])
-    return dict(
-        text_mean=text_open.mean().item(), text_p99=text_open.quantile(q[0]).item(),
-        question_mean=q_open.mean().item(), question_p05=q_open.quantile(q[1]).item(),
-        n_tokens=text_open.numel(), n_questions=q_open.numel(),
-    )  # fmt: skip
-
-
-def _met(dppl: float) -> str:
-    return "yes" if abs(dppl) <= H1_TARGET_PCT else "NO"
 
 
 def save_adapter(run, outputs, name: str) -> str:

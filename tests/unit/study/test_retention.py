@@ -74,7 +74,7 @@ def _point(w, d0, d8, dppl, q_open=0.9, t_open=0.5):
 
 
 def test_tradeoff_findings_say_whether_both_targets_are_met():
-    from ran.study.retention import tradeoff_findings, tradeoff_rows
+    from ran.study.h1_tradeoff import tradeoff_findings, tradeoff_rows
 
     miss = [_point(3, 0.95, 0.9, 40.0), _point(10, 0.5, 0.45, 5.0, q_open=0.2, t_open=0.1)]
     tab, sent = tradeoff_findings(miss, "decoded", dict(dppl_pct=4000.0))
@@ -93,7 +93,7 @@ def test_tradeoff_findings_say_whether_both_targets_are_met():
 
 
 def test_kl_plan_keeps_the_last_step_and_sets_each_weight():
-    from ran.study.retention import kl_plan
+    from ran.study.h1_tradeoff import kl_plan
     from ran.training.config import TrainConfig
 
     base = TrainConfig(model_name="tiny-llama", probe="fact_in_text", probe_params=dict(k=4))
