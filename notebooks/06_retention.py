@@ -54,6 +54,7 @@ from ran.report.figures import retention as RV
 from ran.reservoir import ReservoirConfig
 from ran.study import h1_tradeoff as H1T
 from ran.study import retention as RT
+from ran.study import retention_findings as RTF
 from ran.tasks.wordlists import corpus_keys
 from ran.training import jobs
 from ran.training.config import TrainConfig
@@ -185,7 +186,7 @@ compute_s = time.perf_counter() - t0
 
 # %%
 chance = 1.0 / k
-bars = pd.DataFrame(RT.bar_rows(measured))
+bars = pd.DataFrame(RTF.bar_rows(measured))
 fig = RV.figure({lb: m["distractors"] for lb, m in measured.items()},
                 {lb: m["idle"] for lb, m in measured.items()}, bars, chance,
                 grid_df if len(grid_df) > 1 else None)  # fmt: skip
@@ -205,11 +206,11 @@ if tradeoff:
 
 # %%
 esn_path = outputs.results / "01_esn_dynamics.json"  # notebook 01 runs first in the pipeline
-esn = RT.esn_context(
+esn = RTF.esn_context(
     results.load_results("01_esn_dynamics", outputs) if esn_path.exists() else None
 )
 trade_blocks = H1T.tradeoff_findings(tradeoff, best_label, h1.get(best_label), trade_path, outputs)
-findings = RT.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
+findings = RTF.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
                        trade_blocks)  # fmt: skip
 payload = dict(configs={lb: c.to_dict() | {"hash": c.config_hash()} for lb, c in configs.items()},
                measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, adapter=adapter, h1=h1,

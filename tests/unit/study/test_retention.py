@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from ran.study.retention import fmt_half, half_life
+from ran.study.retention import half_life
+from ran.study.retention_findings import fmt_half
 
 
 def test_half_life_interpolates_to_halfway_between_start_and_chance():
@@ -37,7 +38,7 @@ def _esn_doc(edge=1.2, mc=8.9):
 
 
 def test_esn_context_reads_the_largest_reservoir_and_tolerates_gaps():
-    from ran.study.retention import esn_context
+    from ran.study.retention_findings import esn_context
 
     s = esn_context(_esn_doc())["sentence"]
     assert "N = 400" in s and "8.9" in s and "sr ~ 1.2" in s
@@ -48,7 +49,7 @@ def test_esn_context_reads_the_largest_reservoir_and_tolerates_gaps():
 def test_regime_sentence_names_the_leak_rates_from_the_grid():
     import pandas as pd
 
-    from ran.study.retention import regime_sentence
+    from ran.study.retention_findings import regime_sentence
 
     grid = pd.DataFrame(
         [dict(lr=lr, sr=sr, distractors=8, idle_steps=32, n=8, d0=0.9, d=d, idle=i)
