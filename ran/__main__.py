@@ -1,7 +1,7 @@
 """Command line: ``python -m ran {run,report,bench,sweep,train,eval,demo,agent} ...``.
 
-- ``run --profile {smoke,default,paper} [--only 01,03] [-p name value]``: execute the
-  notebooks in order with papermill, export HTML (see :mod:`ran.pipeline`).
+- ``run --profile {smoke,default,paper} [--only 01,03] [--lanes N] [-p name value]``: execute the
+  notebooks with papermill (N at once), export HTML (see :mod:`ran.pipeline`).
 - ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
 - ``bench {overhead,passcost,sweep,lowercache,notebooks,training,agent,all} [--profile P]``:
   benchmarks measured in one run, saved as sections of data/results/bench.json (see
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[]
     )
     run.add_argument("--no-html", action="store_true", help="skip the HTML export")
+    run.add_argument(
+        "--lanes", type=int, default=None,
+        help="notebooks run at once, 1 torch thread each (default: 2 on 2+ cores, 1 for smoke)",
+    )  # fmt: skip
 
     rep = sub.add_parser("report", help="fill FINDINGS.md from data/results and build the PDF")
     rep.add_argument("--profile", choices=PROFILES, default="default")
@@ -83,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
         params = {name: _parse_value(value) for name, value in args.param}
         try:
-            rep = run(args.profile, args.only, params, html=not args.no_html)
+            rep = run(args.profile, args.only, params, html=not args.no_html, lanes=args.lanes)
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         total = sum(rep.wall_time_s.values())
-        print(f"ran {len(rep.wall_time_s)} notebook(s) in {total:.0f} s (profile {args.profile})")
+        print(f"ran {len(rep.wall_time_s)} notebook(s) in {rep.elapsed_s:.0f} s, {rep.lanes} at "
+              f"a time ({total:.0f} s of notebooks; profile {args.profile})")  # fmt: skip
         return 0
     if args.command == "report":
         from ran.report.findings import report

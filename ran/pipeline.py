@@ -1,17 +1,28 @@
-"""The batch runner: every notebook, in order, headless, with papermill.
+"""The batch runner: every notebook, headless, with papermill.
 
-``python -m ran run --profile P [--only NN] [-p name value ...]`` converts each
-``notebooks/NN_*.py`` (jupytext py:percent) to an .ipynb under
-``build/<profile>/notebooks/``, executes it with papermill on the ``python3``
-kernel with ``profile=P`` injected into its ``parameters`` cell, exports HTML to
+``python -m ran run --profile P [--only NN] [--lanes N] [-p name value ...]`` converts
+each ``notebooks/NN_*.py`` (jupytext py:percent) to an .ipynb under
+``build/<profile>/notebooks/``, executes it with papermill on the ``python3`` kernel
+with ``profile=P`` injected into its ``parameters`` cell, exports HTML to
 ``build/<profile>/html/`` and records each notebook's wall time in
 ``<results>/pipeline.json``. A failing notebook stops the run with one line that
 names it and the error it raised.
+
+Lanes. With one lane the notebooks run in order, each with the torch threads its
+``threads`` parameter asks for. With ``lanes`` > 1 (default: 2 on a machine of 2 or
+more cores, outside the smoke profile) up to that many notebooks run at once, each in
+its own process with ``threads = 1``, ``OMP_NUM_THREADS=1`` and its trainings
+in-process (``RAN_TRAIN_WORKERS=1``): on this 2-core CPU two 1-thread processes do
+more work per second than one 2-thread process, and a 1-thread training is
+bit-identical to a 1-thread worker's. A notebook starts when the notebooks it reads
+(:data:`DEPENDS`) have finished, longest first by the last recorded wall times; a
+failure lets the running ones finish and starts no other.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,6 +34,10 @@ from ran.util.results import REPO_ROOT, Outputs, check_profile, package_versions
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"
 _NB_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
+# notebook number -> the notebooks whose outputs it reads (06: notebook 01's echo-state
+# results for its regime sentence; 07: the fact adapter notebook 06 writes)
+DEPENDS = {"06": ("01",), "07": ("06",)}
+LANE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAN_TRAIN_WORKERS": "1"}
 
 
 class PipelineError(RuntimeError):
@@ -39,6 +54,8 @@ class RunReport:
     runs: dict[str, dict] = field(default_factory=dict)  # stem -> runs trained/loaded
     executed: dict[str, str] = field(default_factory=dict)
     html: dict[str, str] = field(default_factory=dict)
+    lanes: int = 1  # notebooks run at once
+    elapsed_s: float = 0.0  # wall time of the whole run (with lanes: less than the sum)
 
 
 def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -119,6 +136,40 @@ def run_notebook(
     return executed, time.perf_counter() - t0
 
 
+def default_lanes(profile: str) -> int:
+    """Notebooks run at once: ``RAN_PIPELINE_LANES`` if set, else 2 on a machine of 2 or
+    more cores (1 in the smoke profile, whose notebooks take seconds to a few minutes)."""
+    raw = os.environ.get("RAN_PIPELINE_LANES")
+    if raw is not None:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise ValueError(f"RAN_PIPELINE_LANES must be an integer, got {raw!r}") from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return 1 if profile == "smoke" or cores < 2 else 2
+
+
+def schedule_order(notebooks: list[Path], last_wall: dict[str, float]) -> list[Path]:
+    """The notebooks, longest first by ``last_wall`` (stem -> seconds; unknown: 0), ties
+    in number order. :func:`run` starts the first of them whose dependencies are done."""
+    return sorted(notebooks, key=lambda p: (-float(last_wall.get(p.stem, 0.0)), p.name))
+
+
+def _waits_for(src: Path, chosen: set[str]) -> set[str]:
+    """The numbers of the selected notebooks ``src`` must wait for."""
+    return set(DEPENDS.get(src.name[:2], ())) & chosen
+
+
+def _lane_job(src: str, profile: str, parameters: dict, env: dict) -> tuple[str, float]:
+    """One notebook in a lane's process (spawned): ``env`` set, then :func:`run_notebook`."""
+    os.environ.update(env)
+    executed, wall = run_notebook(Path(src), Outputs(profile), parameters, progress=False)
+    return str(executed), wall
+
+
 def run(
     profile: str = "default",
     only: list[str] | None = None,
@@ -126,40 +177,107 @@ def run(
     notebook_dir: Path = NOTEBOOK_DIR,
     html: bool = True,
     progress: bool = True,
+    lanes: int | None = None,
 ) -> RunReport:
-    """Run the selected notebooks of ``profile`` in order; stop at the first failure."""
+    """Run the selected notebooks of ``profile``, ``lanes`` at once (None:
+    :func:`default_lanes`); stop starting notebooks at the first failure."""
     outputs = Outputs(check_profile(profile))
     notebooks = select(list_notebooks(notebook_dir), only)
     if not notebooks:
         raise PipelineError(f"no numbered notebooks found in {notebook_dir}")
+    lanes = default_lanes(profile) if lanes is None else int(lanes)
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
     from ran.bench import machine  # torch: only when notebooks are run
+
+    report = RunReport(profile=profile, lanes=min(lanes, len(notebooks)))
+    t_run = time.perf_counter()
+    if report.lanes == 1:
+        speed = machine.snapshot()  # each notebook's "after" is the next one's "before"
+        for i, src in enumerate(notebooks, 1):
+            print(f"[{i}/{len(notebooks)}] {src.stem} (profile {profile})", flush=True)
+            before, started = speed, time.time()
+            executed, wall = run_notebook(src, outputs, parameters, progress=progress)
+            speed = machine.snapshot()
+            _finish(report, outputs, src, executed, wall, before, speed, started, html, t_run)
+        return report
+    _run_lanes(report, outputs, notebooks, parameters, html, t_run)
+    return report
+
+
+def _finish(report, outputs, src, executed, wall, before, after, started, html, t_run) -> None:
+    """Record one finished notebook (timing, machine speed, runs, HTML) in ``report`` and
+    ``<results>/pipeline.json``."""
     from ran.bench.notebooks import run_flags
 
-    report = RunReport(profile=profile)
-    speed = machine.snapshot()  # each notebook's "after" is the next one's "before"
-    for i, src in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] {src.stem} (profile {profile})", flush=True)
-        before, started = speed, time.time()
-        executed, wall = run_notebook(src, outputs, parameters, progress=progress)
-        speed = machine.snapshot()
-        report.executed[src.stem] = str(executed)
-        report.wall_time_s[src.stem] = round(wall, 2)
-        report.machine[src.stem] = {"before": before, "after": speed}
-        report.runs[src.stem] = run_flags(outputs, src.name[:2], since=started)
-        if html:
-            page = export_html(executed, outputs.build / "html" / f"{src.stem}.html")
-            report.html[src.stem] = str(page)
-        print(f"    done in {wall:.1f} s", flush=True)
-        _record_timing(outputs, report)
-    return report
+    report.executed[src.stem] = str(executed)
+    report.wall_time_s[src.stem] = round(wall, 2)
+    report.machine[src.stem] = {"before": before, "after": after}
+    report.runs[src.stem] = run_flags(outputs, src.name[:2], since=started)
+    if html:
+        page = export_html(Path(executed), outputs.build / "html" / f"{src.stem}.html")
+        report.html[src.stem] = str(page)
+    report.elapsed_s = round(time.perf_counter() - t_run, 2)
+    print(f"    {src.stem} done in {wall:.1f} s", flush=True)
+    _record_timing(outputs, report)
+
+
+def _run_lanes(report, outputs, notebooks, parameters, html, t_run) -> None:
+    """:func:`run` with ``report.lanes`` notebooks at once, in spawned processes."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from ran.bench import machine
+    from ran.bench.notebooks import _pipeline_meta
+
+    old = _pipeline_meta(outputs).get("timing") or {}
+    pending = schedule_order(notebooks, old)
+    chosen = {p.name[:2] for p in notebooks}
+    done: set[str] = set()
+    params = {"threads": 1} | dict(parameters or {})
+    running, failure = {}, None
+    print(f"{len(notebooks)} notebook(s) in {report.lanes} lanes of 1 thread "
+          f"(profile {report.profile})", flush=True)  # fmt: skip
+    with ProcessPoolExecutor(report.lanes, mp_context=mp.get_context("spawn")) as pool:
+        while pending or running:
+            ready = [p for p in pending if _waits_for(p, chosen) <= done]
+            starts = [] if failure else ready[: report.lanes - len(running)]
+            before = machine.snapshot() if starts else None  # once per round of starts
+            for src in starts:
+                pending.remove(src)
+                print(f"[start] {src.stem}", flush=True)
+                job = pool.submit(_lane_job, str(src), report.profile, params, LANE_ENV)
+                running[job] = (src, before, time.time())
+            if not running:
+                break
+            for job in wait(running, return_when=FIRST_COMPLETED)[0]:
+                src, before, started = running.pop(job)
+                try:
+                    executed, wall = job.result()
+                except Exception as exc:  # a PipelineError from the lane, or the lane died
+                    if not isinstance(exc, PipelineError):
+                        exc = PipelineError(
+                            f"notebook {src.stem} failed ({type(exc).__name__}: {exc})"
+                        )
+                    failure = failure or exc
+                    continue
+                done.add(src.name[:2])
+                after = machine.snapshot()
+                _finish(report, outputs, src, executed, wall, before, after, started, html, t_run)
+    if failure is not None:
+        raise failure
+    if pending:  # only when a dependency is not in this run and never finished
+        raise PipelineError(f"not run: {', '.join(p.stem for p in pending)}")
 
 
 def _record_timing(outputs: Outputs, report: RunReport) -> None:
     """Merge this run's per-notebook wall times, the machine's speed around each notebook
     and the training runs its results recorded into ``<results>/pipeline.json``; a
     notebook run again replaces all three of its entries."""
+    from ran.bench.notebooks import _pipeline_meta
+
     path = outputs.results / "pipeline.json"
-    old = json.loads(path.read_text()).get("meta", {}) if path.exists() else {}
+    old = _pipeline_meta(outputs)
     merged = {}
     for key, new in (("timing", report.wall_time_s), ("machine", report.machine),
                      ("runs", report.runs)):  # fmt: skip
@@ -170,5 +288,8 @@ def _record_timing(outputs: Outputs, report: RunReport) -> None:
         "results": {"notebooks": sorted(merged["timing"])},
     }
     doc["meta"] |= merged
+    # the last run's own wall time: with lanes, less than the sum of its notebooks'
+    doc["meta"]["last_run"] = {"notebooks": sorted(report.wall_time_s), "lanes": report.lanes,
+                               "elapsed_s": report.elapsed_s}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(doc, indent=1) + "\n")  # a crash never leaves a torn file

@@ -12,6 +12,10 @@ understates a cold run. Every training run a results file records with
 recorded: the ``cold estimate`` is the recorded minutes plus those. Runs recorded
 with ``loaded`` false were trained while the notebook ran: their minutes
 (``training_minutes``) are the training share of the notebook's own minutes.
+
+With lanes (:mod:`ran.pipeline`) notebooks overlap, so the target is checked on the
+wall time of the last run (``pipeline.json``'s ``meta.last_run``) when that run
+covered every notebook listed, the sum of the notebooks' minutes otherwise.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import time
 from ran.bench.store import check, section_met, verdict
 from ran.util.results import Outputs
 
-NOTEBOOKS = ("01", "02", "03", "04", "05")
-TARGET_MINUTES = 60.0  # all notebooks of the default profile, cold, on 2 CPU cores (issue 6)
+NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07")
+TARGET_MINUTES = 45.0  # a cold run of every notebook of the default profile on 2 cores (issue 20)
 
 
 def _pipeline_meta(outputs: Outputs) -> dict:
@@ -140,10 +144,15 @@ def run(outputs: Outputs) -> dict:
     ran_rows = [r for r in rows if r["minutes"] is not None]
     missing = [r["notebook"] for r in rows if r["minutes"] is None]
     total = sum(r["minutes"] for r in ran_rows)
+    last = _pipeline_meta(outputs).get("last_run") or {}
+    covered = {s[:2] for s in last.get("notebooks", [])}
+    whole = not missing and bool(ran_rows) and set(NOTEBOOKS) <= covered
+    lanes = int(last.get("lanes", 1)) if whole else 1
+    wall = last["elapsed_s"] / 60 if whole else total  # one run's wall time (lanes overlap)
     unique: dict[str, float] = {}  # each reused run once, however many notebooks load it
     for r in ran_rows:
         unique |= r["reused_hashes"]
-    cold = total + sum(unique.values()) / 60
+    cold = wall + sum(unique.values()) / 60 / lanes
     training = sum(r["training_minutes"] for r in ran_rows)
     n_reused = len(unique)
     n_trained = sum(r["trained_runs"] for r in ran_rows)
@@ -151,7 +160,12 @@ def run(outputs: Outputs) -> dict:
     bounds = [g for r in ran_rows if r["gflops"] for g in r["gflops"]]
     speed = [min(bounds), max(bounds)] if bounds else None
     checks = [
-        check("all notebooks, total (minutes)", total if not missing else None, TARGET_MINUTES),
+        check(
+            "all notebooks, wall time of one run (minutes)",
+            wall if not missing else None,
+            TARGET_MINUTES,
+        ),  # fmt: skip
+        check("all notebooks, sum of their minutes", total if not missing else None, None),
         check("longest notebook (minutes)", longest["minutes"] if longest else None, None),
         check(
             "all notebooks, cold estimate (minutes)", cold if not missing else None, TARGET_MINUTES
@@ -163,9 +177,14 @@ def run(outputs: Outputs) -> dict:
         else ""
     )
     summary = (
-        f"{len(ran_rows)} notebook(s) with results take {total:.1f} min in all in profile "
-        f"{outputs.profile}{longest_text} (target <= {TARGET_MINUTES:g} min for all of them, as last recorded: "
-        f"{verdict(checks[0]['met'])})"
+        (
+            f"{len(ran_rows)} notebook(s) ran in {wall:.1f} min in one run of {lanes} lanes "
+            f"({total:.1f} notebook-minutes)"
+            if whole
+            else f"{len(ran_rows)} notebook(s) with results take {total:.1f} min in all"
+        )
+        + f" in profile {outputs.profile}{longest_text} (target <= {TARGET_MINUTES:g} min for all "
+        f"of them, as last recorded: {verdict(checks[0]['met'])})"
         + (
             f"; those minutes include {training:.1f} min of training for the {n_trained} "
             "run(s) trained as they ran"
@@ -175,7 +194,7 @@ def run(outputs: Outputs) -> dict:
         + (
             f"; {n_reused} training run(s) were reused from the cache; retrained at their "
             f"recorded wall times, a cold run takes about {cold:.1f} min "
-            f"({verdict(checks[2]['met'])})"
+            f"({verdict(checks[3]['met'])})"
             if n_reused
             else ""
         )
@@ -190,6 +209,8 @@ def run(outputs: Outputs) -> dict:
     return {
         "rows": rows,
         "total_minutes": total,
+        "wall_minutes": wall,
+        "lanes": lanes,
         "cold_minutes": cold,
         "training_minutes": training,
         "gflops": speed,

@@ -100,6 +100,51 @@ def test_fill_markers_uses_results_file(tmp_path):
     assert fill_markers(filled, out, tmp_path, tmp_path)[0] == filled
 
 
+_TIMED = """
+import os, time
+t0 = time.time()
+assert threads == 1 and os.environ["OMP_NUM_THREADS"] == "1", (threads, os.environ.get("OMP_NUM_THREADS"))
+assert os.environ["RAN_TRAIN_WORKERS"] == "1"
+time.sleep({sleep})
+open(os.path.join({out!r}, "{name}.times"), "w").write(f"{{t0}} {{time.time()}}")
+"""
+
+
+def test_lanes_overlap_notebooks_and_wait_for_dependencies(tmp_path, monkeypatch):
+    """Two lanes: independent notebooks overlap in time, a notebook starts only after
+    the ones it reads (06 after 01, 07 after 06), each lane runs at 1 thread."""
+    out = tmp_path / "times"
+    out.mkdir()
+    for name, sleep in (("01_a", 6), ("04_b", 6), ("06_c", 1), ("07_d", 1)):
+        body = _TIMED.format(sleep=sleep, out=str(out), name=name)
+        (tmp_path / f"{name}.py").write_text(
+            '# %% tags=["parameters"]\nprofile = "default"\nthreads = 2\n\n# %%\n' + body
+        )
+    monkeypatch.setenv("RAN_ROOT", str(tmp_path))
+    rep = pipeline.run("smoke", notebook_dir=tmp_path, html=False, progress=False, lanes=2)
+    t = {p.stem: tuple(map(float, p.read_text().split())) for p in out.glob("*.times")}
+    assert set(t) == {"01_a", "04_b", "06_c", "07_d"} and rep.lanes == 2
+    assert t["01_a"][0] < t["04_b"][1] and t["04_b"][0] < t["01_a"][1]  # 01 and 04 overlap
+    assert t["06_c"][0] >= t["01_a"][1] and t["07_d"][0] >= t["06_c"][1]
+    meta = json.loads((tmp_path / "build/smoke/data/results/pipeline.json").read_text())["meta"]
+    assert meta["last_run"]["lanes"] == 2 and set(meta["timing"]) == set(t)
+
+
+def test_lanes_stop_at_a_failure_and_skip_its_dependents(tmp_path, monkeypatch):
+    _write_nb(tmp_path / "01_broken.py", "raise ValueError('no echo today')")
+    _write_nb(tmp_path / "06_needs_01.py", "open('ran_06', 'w').write('x')")
+    monkeypatch.setenv("RAN_ROOT", str(tmp_path))
+    with pytest.raises(pipeline.PipelineError, match="01_broken.*no echo today"):
+        pipeline.run("smoke", notebook_dir=tmp_path, html=False, progress=False, lanes=2)
+    assert not (tmp_path / "ran_06").exists()
+
+
+def test_schedule_order_longest_first():
+    nbs = [pipeline.Path(f"{n}.py") for n in ("01_a", "03_b", "04_c")]
+    order = pipeline.schedule_order(nbs, {"03_b": 60.0, "04_c": 600.0})
+    assert [p.stem for p in order] == ["04_c", "03_b", "01_a"]
+
+
 def test_pipeline_json_pairs_minutes_with_machine_speed_and_runs(tmp_path, monkeypatch):
     save = (
         "from ran.util.results import Outputs, save_results\n"
