@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ran.injection.config import InjectionConfig
 from ran.injection.models import load_model
 from ran.report.figures import probes as probe_viz
 from ran.reservoir import ReservoirConfig
@@ -52,6 +53,7 @@ from ran.training import jobs
 from ran.training.config import TrainConfig
 from ran.training.train import train
 from ran.util import results
+from ran.util.configio import updated
 from ran.util.memo import memo
 
 # %% [markdown]
@@ -110,10 +112,11 @@ idle_srs = results.parse_list(idle_sr_list, float)
 idle_train = tuple(results.parse_list(idle_train_list))
 idle_eval = results.parse_list(idle_eval_list)
 WRITE = ("The secret word is {key}.",)
-common = dict(model_name=model_name, layer=None if layer < 0 else layer, learning_rate=lr,
+injection = InjectionConfig(layer=None if layer < 0 else layer, query_gate=query_gate,
+                            reservoir=ReservoirConfig(input_scaling=input_scaling))  # fmt: skip
+common = dict(model_name=model_name, injection=injection, learning_rate=lr,
               batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed,
-              kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len,
-              query_gate=query_gate, reservoir=ReservoirConfig(input_scaling=input_scaling))  # fmt: skip
+              kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
 sw_params = dict(n_train=n_train, n_val=64, n_test=128, write_templates=WRITE)
 t_start = time.perf_counter()
 print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={train_steps}")
@@ -135,8 +138,9 @@ el_params = dict(k_max=k_max, pre_max=pre_max, n_train=n_train, n_val=64, n_test
 el_cfg = TrainConfig(probe="elapsed", probe_params=el_params, steps=elapsed_steps, **common)
 id_params = dict(k=idle_k, idle_steps=idle_train, n_train=n_train, n_val=64, n_test=128,
                  write_templates=WRITE)  # fmt: skip
-idle_cfgs = {sr: TrainConfig(probe="idle_retention", probe_params=id_params, steps=idle_steps,
-                             **common | {"reservoir": ReservoirConfig(sr=sr, input_scaling=input_scaling)})
+idle_cfgs = {sr: updated(TrainConfig(probe="idle_retention", probe_params=id_params,
+                                     steps=idle_steps, **common),
+                         injection={"reservoir": {"sr": sr}})
              for sr in idle_srs}  # fmt: skip
 jobs.train_all([*cap_cfgs.values(), el_cfg, *idle_cfgs.values()], outputs)
 

@@ -40,6 +40,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
+from ran.injection.config import InjectionConfig
 from ran.report.figures import compare as compare_viz
 from ran.reservoir import ReservoirConfig
 from ran.study import claims as compare_claims
@@ -118,7 +119,8 @@ kind_list = results.parse_list(kinds, str)
 el_kinds = compare.parse_kinds(elapsed_kinds, kind_list)
 ks = tuple(results.parse_list(k_list, int))
 WRITE = ("The secret word is {key}.",)
-train_extra = dict(warmup_steps=min(5, steps - 1), eval_every=20, patience=2, gate_init=gate_init,
+inject_extra = dict(gate_init=gate_init)  # InjectionConfig fields of every run
+train_extra = dict(warmup_steps=min(5, steps - 1), eval_every=20, patience=2,
                    kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
 cc = compare.CompareConfig(
     model_name=model_name, layer=None if layer < 0 else layer, seed=seed, ks=ks, n_train=n_train,
@@ -128,7 +130,7 @@ cc = compare.CompareConfig(
     elapsed_params=dict(k_max=k_max) | ({"pre_max": pre_max} if pre_max else {}),
     idle_counts=tuple(results.parse_list(idle_list, int)), idle_k=idle_k, ppl_blocks=ppl_blocks,
     block_len=block_len, gen_tokens=gen_tokens, n_gen_prompts=n_gen_prompts,
-    overhead_reps=overhead_reps, train=train_extra,
+    overhead_reps=overhead_reps, train=train_extra | {"injection": inject_extra},
 )  # fmt: skip
 tol = compare_claims.Tolerances(tol_dppl, tol_overhead_low, tol_overhead_high, tol_rep4, tol_ppl)
 t_start = time.perf_counter()
@@ -190,10 +192,13 @@ else:
                     scaling.per_model(models, scale_input_scaling, float), strict=True))  # fmt: skip
     x_key, group_key, scale_layer = "model_params", None, None
 sw_scale = dict(k=scale_k, n_train=n_train, n_val=n_val, n_test=scale_n_test, write_templates=WRITE)
-scale_cfgs = [TrainConfig(model_name=name, layer=scale_layer, probe="secret_word",
+scale_cfgs = [TrainConfig(model_name=name, probe="secret_word",
                           probe_params=sw_scale, steps=scale_steps, batch_size=batch,
                           learning_rate=lr, kl_weight=kl_weight, seed=seed,
-                          reservoir=ReservoirConfig(units=n_units, input_scaling=isc), **train_extra)
+                          injection=InjectionConfig(
+                              layer=scale_layer, **inject_extra,
+                              reservoir=ReservoirConfig(units=n_units, input_scaling=isc)),
+                          **train_extra)
               for name, n_units, isc in grid]  # fmt: skip
 jobs.train_all([c for c in scale_cfgs if not scaling.point_cached(c, outputs, scale_n_test,
                 scale_ppl_blocks, scale_block_len, scale_overhead_reps)], outputs)  # fmt: skip

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from ran.injection.config import InjectionConfig
 from ran.injection.models import load_model
 from ran.reservoir import ReservoirConfig, dynamics
 from ran.study import seeds as SD
@@ -81,14 +82,14 @@ threads = 2  # torch threads (2 when the notebook has the machine to itself)
 executor = "local"  # paper profile: the sweep command's executor for the seed runs (local, slurm)
 
 # %%
-extra = {}  # TrainConfig overrides (smoke only)
+inject_extra = {}  # InjectionConfig overrides (smoke only)
 # paper: the size the question needs (32 seeds, full training; every training episode seen once, tighter CIs)
 paper = dict(n_seeds=32, steps=150, batch_size=16, warmup_steps=10, n_train=2400, n_val=256,
              n_test=512)  # fmt: skip
 smoke = dict(model_name="tiny-llama", n_seeds=3, steps=3, units=64, noise_steps=200, washout=50, mc_k_max=20,
              probe_params=dict(k=4, keys=["dog", "cat", "owl", "bee"], write_templates=["{key}"], n_train=96,
                                n_val=24, n_test=48),  # a random 4-layer model learns K=4 recall of a bare key
-             extra=dict(n_slots=4), learning_rate=3e-2, warmup_steps=2, batch_size=16, input_scaling=0.5,
+             inject_extra=dict(n_slots=4), learning_rate=3e-2, warmup_steps=2, batch_size=16, input_scaling=0.5,
              n_boot=500)  # fmt: skip
 if profile == "paper":
     globals().update(paper)
@@ -99,11 +100,12 @@ if profile == "smoke":
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
 res_seeds = list(range(first_seed, first_seed + n_seeds))
+reservoir = ReservoirConfig(units=units, sr=sr, input_scaling=input_scaling)
+injection = InjectionConfig(reservoir=reservoir, gate_init=gate_init, **inject_extra)
 base = TrainConfig(model_name=model_name, probe="secret_word", probe_params=probe_params,
-                   reservoir=ReservoirConfig(units=units, sr=sr, input_scaling=input_scaling),
-                   steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                   warmup_steps=warmup_steps, gate_init=gate_init, eval_every=0, patience=0,
-                   seed=seed, **extra)  # fmt: skip
+                   injection=injection, steps=steps, batch_size=batch_size,
+                   learning_rate=learning_rate, warmup_steps=warmup_steps, eval_every=0,
+                   patience=0, seed=seed)  # fmt: skip
 cfgs = SD.seed_configs(base, res_seeds)
 chance = 1.0 / base.make_probe().n_candidates
 sweep_file = results.REPO_ROOT / "sweeps" / "05_seed_study_paper.yaml"
@@ -142,8 +144,9 @@ for cfg in cfgs:
     vk = round(val * len(run.episodes["val"]))
     vlo, vhi = wilson_interval(vk, len(run.episodes["val"]))
     hit = np.array(ev["reservoir"]["pred"]) == np.array(ev["answers"])
-    test_correct[cfg.reservoir.seed] = hit.astype(int)
-    rows.append(dict(seed=cfg.reservoir.seed, hash=run.hash, val_acc=val, val_lo=vlo, val_hi=vhi,
+    res_seed = cfg.injection.reservoir.seed
+    test_correct[res_seed] = hit.astype(int)
+    rows.append(dict(seed=res_seed, hash=run.hash, val_acc=val, val_lo=vlo, val_hi=vhi,
                      val_correct=vk, n_val=len(run.episodes["val"]),
                      test_acc=ev["reservoir"]["acc"], test_lo=ev["reservoir"]["ci_low"],
                      test_hi=ev["reservoir"]["ci_high"], test_correct=ev["reservoir"]["correct"],
@@ -205,19 +208,21 @@ print(f"chi-square {chi2}; Cochran's Q {cochran}")
 
 # %%
 t3 = time.perf_counter()
+inj = base.injection  # every seed's, but for the reservoir seed
 sw = dynamics.sweep([sr], res_seeds, [units], regimes=("driven",), steps=noise_steps,
-                    washout=washout, input_scaling=input_scaling, lr=base.reservoir.lr,
-                    rc_connectivity=base.reservoir.rc_connectivity, mc_k_max=mc_k_max, seed=seed)  # fmt: skip
+                    washout=washout, input_scaling=input_scaling, lr=inj.reservoir.lr,
+                    rc_connectivity=inj.reservoir.rc_connectivity, mc_k_max=mc_k_max, seed=seed)  # fmt: skip
 sw = sw.set_index("seed")
 df["pr_noise"] = df.seed.map(sw.participation_ratio)
 df["mc_noise"] = df.seed.map(sw.memory_capacity)
 df["lyapunov_noise"] = df.seed.map(sw.lyapunov)
 model, tok = load_model(model_name, seed=base.model_seed)
 val_eps = base.make_probe().splits()["val"]
-drives = collect_drives(model, tok, [e.passes[0] for e in val_eps], pooling=base.pooling,
-                        layer=base.layer)  # fmt: skip
+drives = collect_drives(model, tok, [e.passes[0] for e in val_eps], pooling=inj.pooling,
+                        layer=inj.layer)  # fmt: skip
 del model
-one = [SD.one_step_metrics(c.reservoir, drives, [e.answer for e in val_eps]) for c in cfgs]
+val_answers = [e.answer for e in val_eps]
+one = [SD.one_step_metrics(c.injection.reservoir, drives, val_answers) for c in cfgs]
 for col in ("pr_real", "sep_real", "sat_real"):
     df[col] = [m[col] for m in one]
 metrics = SD.ranked_metrics(df)  # column -> label of the metrics correlated with accuracy

@@ -49,6 +49,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from ran.injection.config import InjectionConfig
 from ran.injection.models import load_model
 from ran.report.figures import retention as RV
 from ran.reservoir import ReservoirConfig
@@ -115,12 +116,13 @@ probe_params = dict(k=k, n_train=n_train, n_val=64, n_test=32, **({"train_keys":
                     distractors=ints(train_distractors), idle_steps=ints(train_idle))  # fmt: skip
 if profile == "smoke":
     probe_params |= dict(n_val=16)
-base = TrainConfig(model_name=model_name, layer=None if layer < 0 else layer, probe="fact_in_text",
+reservoir = ReservoirConfig(units=units, input_scaling=input_scaling)
+injection = InjectionConfig(layer=None if layer < 0 else layer, gate_init=gate_init,
+                            query_gate=True, reservoir=reservoir)  # fmt: skip
+base = TrainConfig(model_name=model_name, injection=injection, probe="fact_in_text",
                    probe_params=probe_params, steps=steps, learning_rate=learning_rate,
                    batch_size=16, warmup_steps=5, eval_every=max(1, steps // 4), patience=0,
-                   seed=seed, gate_init=gate_init, query_gate=True, kl_weight=kl_weight,
-                   kl_batch=kl_batch, kl_len=kl_len,
-                   reservoir=ReservoirConfig(units=units, input_scaling=input_scaling))  # fmt: skip
+                   seed=seed, kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
 print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {steps} steps")
 
 # %% [markdown]

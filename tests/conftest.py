@@ -81,5 +81,5 @@ TINY_RUN = dict(
     batch_size=4,
     eval_every=0,
     warmup_steps=1,
-    gate_init=1.0,
+    injection={"gate_init": 1.0},
 )

@@ -33,7 +33,6 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +40,13 @@ import torch
 
 from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
 from ran.injection import lowercache as LC
+from ran.injection.config import InjectionConfig
 from ran.injection.models import SMOLLM2
 from ran.reservoir.config import ReservoirConfig
 from ran.training.config import TrainConfig
 from ran.training.executors import run_jobs
 from ran.training.jobs import cores, spec_for
+from ran.util.configio import updated
 from ran.util.results import Outputs
 
 TARGET_WORKERS = 1.16  # the lower end of the 1.16-1.39x measured before the layout was chosen
@@ -67,11 +68,13 @@ def configs(model_name, n_configs, steps, batch_size, k, n_val, units) -> list[T
     """Notebook 05's training config, shortened: the runs differ only in the reservoir seed."""
     probe = dict(k=k, n_train=steps * batch_size, n_val=n_val, n_test=16,
                  write_templates=["The secret word is {key}."])  # fmt: skip
+    injection = InjectionConfig(
+        reservoir=ReservoirConfig(units=units, sr=0.9, input_scaling=0.3), gate_init=0.5
+    )
     base = TrainConfig(model_name=model_name, probe="secret_word", probe_params=probe,
-                       reservoir=ReservoirConfig(units=units, sr=0.9, input_scaling=0.3),
-                       steps=steps, batch_size=batch_size, learning_rate=2e-2,
-                       warmup_steps=min(3, steps - 1), gate_init=0.5, eval_every=0, patience=0)  # fmt: skip
-    return [replace(base, reservoir=replace(base.reservoir, seed=s)) for s in range(n_configs)]
+                       injection=injection, steps=steps, batch_size=batch_size, learning_rate=2e-2,
+                       warmup_steps=min(3, steps - 1), eval_every=0, patience=0)  # fmt: skip
+    return [updated(base, injection={"reservoir": {"seed": s}}) for s in range(n_configs)]
 
 
 @contextmanager

@@ -41,9 +41,7 @@ class PrefixReadout(torch.nn.Module):
         return x.view(r.shape[0], *self.shape)
 
 
-# prefix_version 2: the readout's bias starts at real token embeddings, not zeros (which
-# gave NaN gradients); 3: its output scale is the whole embedding table's RMS.
-@register("prefix", trained=True, lower_reuse=False, hash_tag=("prefix_version", 3))
+@register("prefix", trained=True, lower_reuse=False)
 class PrefixHandle(AdapterMixin, ReservoirHandle):
     """M pseudo-token embeddings read out of the reservoir, placed before every prompt.
 

@@ -6,9 +6,8 @@ edited to add one). Its declaration says whether it is trained, which keyword
 options ``make`` accepts (name -> type; a dataclass type is read back with
 :func:`ran.util.configio.from_dict` when an adapter is loaded), whether
 :mod:`ran.injection.lowercache` may reuse the layers below L, whether it takes
-``InjectionConfig.query_gate``, the hash tag of its training runs (if its
-meaning changed after runs were cached) and its named variants (compared side
-by side in notebook 04). :func:`make` builds one by name.
+``InjectionConfig.query_gate`` and its named variants (compared side by side in
+notebook 04). :func:`make` builds one by name.
 
 The mechanisms (one module each, imported by :mod:`ran.mechanisms`):
 ``reservoir`` (:mod:`~ran.mechanisms.reservoir_slots`), ``prefix``, ``additive``,
@@ -36,7 +35,6 @@ class Mechanism:
     lower_reuse: bool = True  # layers 0..L-1 untouched: ran.injection.lowercache may reuse them
     options: dict = field(default_factory=dict)  # option name -> type
     query_gate: bool = False  # accepts InjectionConfig.query_gate
-    hash_tag: tuple[str, int] | None = None  # (key, version) hashed into its training runs
     variants: Callable | None = None  # (gain) -> [(label, options)] compared in notebook 04
 
 

@@ -69,7 +69,9 @@ class CompareConfig:
     gen_tokens: int = 500  # greedy tokens per prompt
     n_gen_prompts: int = 1  # held-out generation prompts
     overhead_reps: int = 10  # interleaved timing repetitions
-    train: dict = field(default_factory=dict)  # other TrainConfig fields (warmup_steps, ...)
+    # other TrainConfig fields (warmup_steps, ...), those of TrainConfig.injection as a dict
+    # under "injection" (gate_init, ...; the layer and the reservoir are the fields above)
+    train: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.ks = tuple(sorted(int(k) for k in self.ks))
@@ -90,11 +92,16 @@ class CompareConfig:
         return self.ks[-1]
 
     def _train_config(self, kind: str, probe: str, params: dict, steps: int) -> TrainConfig:
+        train = dict(self.train)
+        injection = dict(train.pop("injection", {}))
+        for name in ("layer", "reservoir"):
+            if name in injection:
+                raise ValueError(f"train.injection.{name}: set CompareConfig.{name} instead")
         return TrainConfig(
-            model_name=self.model_name, layer=self.layer, reservoir=self.reservoir, kind=kind,
-            probe=probe, probe_params=params, steps=steps, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, kl_weight=self.kl_weight, seed=self.seed,
-            **self.train,
+            model_name=self.model_name, kind=kind, probe=probe, probe_params=params,
+            injection=dict(layer=self.layer, reservoir=self.reservoir) | injection,
+            steps=steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            kl_weight=self.kl_weight, seed=self.seed, **train,
         )  # fmt: skip
 
     def secret(self) -> dict:

@@ -27,6 +27,7 @@ import torch
 
 from ran.tasks import probes as P
 from ran.tasks.episodes import CONTROLS, evaluate
+from ran.util.configio import updated
 from ran.util.memo import memo
 
 H1_FACT = "It was late. Remember the word castle, it matters. The night was cold."
@@ -88,44 +89,52 @@ def half_life(xs, accs, chance: float) -> float | None:
 
 
 # ----------------------------------------------------------------------------- configurations
-# Write sides compared on the same probe and budget (TrainConfig overrides).
+# Write sides compared on the same probe and budget: TrainConfig overrides, those of
+# TrainConfig.injection under "injection" (ran.util.configio.updated).
 _DECODED = dict(
     pooling="token", drive_source="input", write_gate=True, write_gate_init=0.0,
-    readout="decoded", n_slots=1, gate_init=3.0, learning_rate=0.05,
+    readout="decoded", n_slots=1, gate_init=3.0,
 )  # fmt: skip
+_INPUT = dict(drive_source="input")
 WRITE_SIDES = {
-    "pure": dict(pooling="last", drive_source="output", write_gate=False),  # the original RAN
-    "mean": dict(pooling="mean", drive_source="input", write_gate=False),
-    "attn": dict(pooling="attn", drive_source="input", write_gate=False),
-    "attn+gate": dict(pooling="attn", drive_source="input", write_gate=True),
-    "token+gate": dict(pooling="token", drive_source="input", write_gate=True),
+    "pure": dict(injection=dict(pooling="last", drive_source="output", write_gate=False)),
+    "mean": dict(injection=_INPUT | dict(pooling="mean", write_gate=False)),
+    "attn": dict(injection=_INPUT | dict(pooling="attn", write_gate=False)),
+    "attn+gate": dict(injection=_INPUT | dict(pooling="attn", write_gate=True)),
+    "token+gate": dict(injection=_INPUT | dict(pooling="token", write_gate=True)),
     # the decoded read side (ran.injection.decoded): per-token write gates (init 1/2), the
     # state decoded back into the residual stream; its read gate starts open, it trains faster
-    "decoded": _DECODED | dict(query_gate=False, kl_weight=0.0),
+    "decoded": dict(injection=_DECODED | dict(query_gate=False), learning_rate=0.05, kl_weight=0.0),
     # the same with a query gate (open at init) and the KL term on plain text: the H1 trade.
     # It keeps its last step: selected by validation accuracy it would keep an early step,
     # recalling well before the KL has shaped its read side (dPPL +165% that way)
-    "decoded+kl": _DECODED
-    | dict(query_gate=True, kl_weight=3.0, kl_batch=2, kl_len=48, select="last"),
+    "decoded+kl": dict(
+        injection=_DECODED | dict(query_gate=True),
+        learning_rate=0.05,
+        kl_weight=3.0,
+        kl_batch=2,
+        kl_len=48,
+        select="last",
+    ),
     # references with a trained recurrence (GRU cell) and the prefix mechanism, same probe
-    "gru": dict(kind="recurrent", pooling="attn", drive_source="input", write_gate=True),
-    "prefix": dict(kind="prefix", query_gate=False),
+    "gru": dict(kind="recurrent", injection=_INPUT | dict(pooling="attn", write_gate=True)),
+    "prefix": dict(kind="prefix", injection=dict(query_gate=False)),
 }
 CURVE_CONTROLS = ("reservoir", "reset", "stateless")  # along the curves (cheap, every point)
 POINT_CONTROLS = CONTROLS  # at d = 0: every control, the shuffled state and the oracle too
 
 
 def config_for(base, write_side: str, lr: float | None = None, sr: float | None = None, **kw):
-    """``base`` (a TrainConfig) with a named write side, a reservoir regime and overrides."""
-    from dataclasses import replace
-
+    """``base`` (a TrainConfig) with a named write side, a reservoir regime (``lr``, ``sr``;
+    None: ``base``'s) and overrides ``kw`` (those of ``injection`` as a dict under it)."""
     if write_side not in WRITE_SIDES:
         raise ValueError(
             f"unknown write side {write_side!r}; choose one of {', '.join(WRITE_SIDES)}"
         )
-    res = base.reservoir
-    res = replace(res, lr=res.lr if lr is None else lr, sr=res.sr if sr is None else sr)
-    return replace(base, reservoir=res, **(WRITE_SIDES[write_side] | kw))
+    regime = {k: v for k, v in (("lr", lr), ("sr", sr)) if v is not None}
+    cfg = updated(base, **WRITE_SIDES[write_side])
+    cfg = updated(cfg, injection={"reservoir": regime})
+    return updated(cfg, **kw)
 
 
 def study(run, outputs, d_list, idle_list, n_test: int, two_facts: bool = True) -> dict:
@@ -167,9 +176,7 @@ def swap_regime(run, lr: float, sr: float) -> Swapped:
     """``run``'s model with its injection replaced by the same mechanism at reservoir
     regime ``(lr, sr)`` and the run's trained parameters copied in (same shapes: the
     reservoir's seed and size stay). Call :func:`restore` (or ``.handle.remove()``) after."""
-    from dataclasses import replace
-
-    cfg = replace(run.config, reservoir=replace(run.config.reservoir, lr=lr, sr=sr))
+    cfg = updated(run.config, injection={"reservoir": {"lr": lr, "sr": sr}})
     h = _reinject(run.model, cfg, run.handle)
     return Swapped(cfg, f"{run.hash}@lr={lr:g},sr={sr:g}", run.model, run.tokenizer, h)
 
@@ -230,7 +237,9 @@ def plan(base, best, best_lr, best_sr, compare=(), grid_lr=(), grid_sr=(), k_lar
     configs = {f"{best} lr={best_lr:g} sr={best_sr:g}": config_for(base, best, best_lr, best_sr)}
     for name in compare:
         configs[f"{name} lr={best_lr:g} sr={best_sr:g}"] = config_for(base, name, best_lr, best_sr)
-    configs["no recurrence (W = 0)"] = config_for(base, best, best_lr, best_sr, recurrence=False)
+    configs["no recurrence (W = 0)"] = config_for(
+        base, best, best_lr, best_sr, injection={"recurrence": False}
+    )
     grid = {(lr, sr): config_for(base, best, lr, sr) for lr in grid_lr for sr in grid_sr}
     large = None
     if k_large:

@@ -114,8 +114,8 @@ def _scaling_point(cfg, outputs, n_test, ppl_blocks, block_len, overhead_reps, p
     out = {
         "model_name": cfg.model_name,
         "model_params": n_params(base.model),
-        "units": cfg.reservoir.units,
-        "input_scaling": cfg.reservoir.input_scaling,
+        "units": cfg.injection.reservoir.units,
+        "input_scaling": cfg.injection.reservoir.input_scaling,
         "k": cfg.make_probe().n_candidates,
         "trainable_params": trainable_count(res.handle),
         "recall": recall,

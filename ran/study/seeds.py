@@ -22,7 +22,6 @@ B. Efron, R. Tibshirani (1993). An Introduction to the Bootstrap. (percentile CI
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 from ran.reservoir.config import ReservoirConfig
 from ran.reservoir.esn import Reservoir
 from ran.training.config import TrainConfig
+from ran.util.configio import updated
 from ran.util.stats import (  # noqa: F401  (the tests of notebook 05, named here too)
     anova_oneway,
     chi2_homogeneity,
@@ -49,12 +49,12 @@ SEED_COLUMNS = ["seed", "val acc", "test acc", "test CI low", "test CI high", "P
 
 # ----------------------------------------------------------------------------- configs
 def seed_configs(base: TrainConfig, seeds: Sequence[int]) -> list[TrainConfig]:
-    """``base`` with only ``reservoir.seed`` changed, one config per seed.
+    """``base`` with only ``injection.reservoir.seed`` changed, one config per seed.
 
     The readout init and the data order follow ``base.seed`` and stay fixed,
     so two configs differ only in the reservoir weights (``W``, ``W_in``).
     """
-    return [replace(base, reservoir=replace(base.reservoir, seed=int(s))) for s in seeds]
+    return [updated(base, injection={"reservoir": {"seed": int(s)}}) for s in seeds]
 
 
 # ----------------------------------------------------------------------------- selection
@@ -190,7 +190,7 @@ def findings(
     """
     from ran.util.results import figure, table, text
 
-    n_seeds, seeds, res = len(df), [int(s) for s in df.seed], base.reservoir
+    n_seeds, seeds, res = len(df), [int(s) for s in df.seed], base.injection.reservoir
     b = df[df.seed == best_seed].iloc[0]
     rs, sh, st, orc = (ctrl[c] for c in ("reset", "shuffled", "stateless", "oracle"))
     rows = [[int(r.seed), r.val_acc, r.test_acc, r.test_lo, r.test_hi, r.pr_noise, r.mc_noise,
@@ -201,8 +201,8 @@ def findings(
             f"(chance {chance:.3f}), {n_seeds} reservoir seeds ({seeds[0]}-{seeds[-1]}; N = "
             f"{res.units}, sr = {res.sr}, input_scaling = {res.input_scaling}), each trained "
             f"{base.steps} steps at batch {base.batch_size} (lr {base.learning_rate:g}, "
-            f"{base.warmup_steps} warm-up steps, gate_init {base.gate_init:g}) with the same "
-            f"readout init and data order; {int(b.n_val)} validation and {int(b.n_test)} test "
+            f"{base.warmup_steps} warm-up steps, gate_init {base.injection.gate_init:g}) with "
+            f"the same readout init and data order; {int(b.n_val)} validation and {int(b.n_test)} test "
             "episodes."),
         table(
             "Per reservoir seed: validation and test accuracy (Wilson 95% CI), "

@@ -4,9 +4,12 @@ A sweep file (YAML or JSON) names::
 
     name: example_local            # the table is <results>/sweeps/<name>.{json,csv}
     profile: default               # output roots (ran.util.results.Outputs)
-    base: {model_name: tiny-llama, steps: 20, ...}     # ran.training.config.TrainConfig fields
+    base:                          # ran.training.config.TrainConfig fields
+      model_name: tiny-llama
+      steps: 20
+      injection: {n_slots: 4, reservoir: {units: 64}}     # its nested InjectionConfig
     axes:                          # cartesian product; dotted names reach nested fields
-      reservoir.seed: [0, 1]
+      injection.reservoir.seed: [0, 1]
       learning_rate: [0.01, 0.03]
       probe_params.k: {range: [4, 9, 4]}             # range(start, stop[, step])
     evaluate:                      # each job evaluates these after training
@@ -30,7 +33,7 @@ import itertools
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from ran.util.configio import ConfigError, from_dict
@@ -98,7 +101,7 @@ class Sweep:
             tag = dict(zip(self.axes, combo, strict=True))
             doc = json.loads(json.dumps(base))
             for path, value in tag.items():
-                _set_path(doc, path)
+                _check_path(TrainConfig, path)
                 _set(doc, path.split("."), value)
             where = "axes " + ", ".join(f"{k}={v!r}" for k, v in tag.items())
             cfg = from_dict(TrainConfig, doc, where)
@@ -149,12 +152,24 @@ def _check_evaluation(i: int, ev) -> dict:
     return {"split": "test", "controls": controls} | {k: v for k, v in ev.items() if v is not None}
 
 
-def _set_path(doc: dict, path: str) -> None:
-    head = path.split(".")[0]
-    if head not in doc:
-        raise ValueError(f"axis {path!r}: {head!r} is not a TrainConfig field")
-    if "." in path and not isinstance(doc[head], dict):
-        raise ValueError(f"axis {path!r}: {head!r} has no nested fields")
+def _check_path(cls, path: str) -> None:
+    """Check that the dotted ``path`` names a field of the config class ``cls``: a nested
+    config's field (``injection.reservoir.seed``) or any key of a mapping (``probe_params.k``)."""
+    parts = path.split(".")
+    node = cls
+    for i, name in enumerate(parts):
+        where = ".".join(parts[:i]) or cls.__name__
+        if node is dict:  # a free mapping: any key
+            return
+        if not is_dataclass(node):
+            raise ValueError(f"axis {path!r}: {where!r} has no nested fields")
+        known = {f.name: f for f in fields(node)}
+        if name not in known:
+            moved = getattr(node, "field_moved", lambda _: None)(name)
+            what = "a TrainConfig field" if i == 0 else f"a field of {where!r}"
+            raise ValueError(f"axis {path!r}: " + (moved or f"{name!r} is not {what}"))
+        f = known[name]
+        node = type(f.default_factory() if f.default is MISSING else f.default)
 
 
 def _set(doc: dict, parts: list[str], value) -> None:

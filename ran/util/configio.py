@@ -5,13 +5,15 @@ rebuilds a config with its own constructor (so ``__post_init__`` validates it):
 nested dataclass fields are rebuilt from their dicts, lists become tuples where
 the default is a tuple, and every value is checked against the type of its
 field's default. Every problem is a :class:`ConfigError` of one sentence that
-names the field, e.g. ``config.json: unknown field 'stepz'.``
+names the field, e.g. ``config.json: unknown field 'stepz'.`` (a class with a
+``field_moved(name)`` classmethod says where a field it no longer has went).
+:func:`updated` is :func:`dataclasses.replace` reaching into nested configs.
 """
 
 from __future__ import annotations
 
 import numbers
-from dataclasses import MISSING, asdict, fields, is_dataclass
+from dataclasses import MISSING, asdict, fields, is_dataclass, replace
 
 
 class ConfigError(ValueError):
@@ -87,6 +89,9 @@ def from_dict(cls, doc, where: str = "config", prefix: str = ""):
         raise ConfigError(f"{what} must be a mapping of {cls.__name__} fields, got {doc!r}.")
     known = {f.name: f for f in fields(cls) if f.init}
     unknown = [name for name in doc if name not in known]
+    moved = getattr(cls, "field_moved", None)  # a class may say where a field went
+    if unknown and moved is not None and moved(unknown[0]):
+        raise ConfigError(f"{where}: {_sentence(moved(unknown[0]))}")
     if unknown:
         raise ConfigError(
             f"{where}: unknown field {prefix + str(unknown[0])!r} ({cls.__name__} has no such field)."
@@ -105,3 +110,16 @@ def from_dict(cls, doc, where: str = "config", prefix: str = ""):
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {_sentence(err)}") from None
+
+
+def updated(cfg, **changes):
+    """``dataclasses.replace(cfg, **changes)`` where a dict given for a field that holds a
+    dataclass updates that dataclass (recursively) instead of replacing it, e.g.
+    ``updated(train_cfg, injection={"reservoir": {"seed": 3}}, steps=10)``."""
+    kw = {}
+    for name, value in changes.items():
+        current = getattr(cfg, name, None)
+        if isinstance(value, dict) and is_dataclass(current):
+            value = updated(current, **value)
+        kw[name] = value
+    return replace(cfg, **kw)

@@ -13,7 +13,7 @@ from ran.mechanisms.adapter import CONFIG_NAME, WEIGHTS_NAME
 from ran.training.config import TrainConfig
 from ran.util.results import Outputs
 
-CONFIG = TINY_RUN | {"reservoir": {"units": 64}}
+CONFIG = TINY_RUN | {"injection": TINY_RUN["injection"] | {"reservoir": {"units": 64}}}
 SUMMARY = re.compile(
     r"^secret_word K=4 test n=8: reservoir \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \| reset \d\.\d\d "
     r"\| shuffled \d\.\d\d \| stateless \d\.\d\d \| oracle \d\.\d\d \| chance 0\.25$"
@@ -68,8 +68,15 @@ def test_train_yaml_and_out(adapter, tmp_path, capsys):
         (CONFIG | {"batch_size": 0}, "tiny.json: batch_size must be >= 1, got 0."),
         (CONFIG | {"steps": "two"}, "tiny.json: field 'steps' must be an integer, got 'two'."),
         (
-            CONFIG | {"reservoir": {"unitz": 3}},
-            "tiny.json: unknown field 'reservoir.unitz' (ReservoirConfig has no such field).",
+            CONFIG | {"injection": {"reservoir": {"unitz": 3}}},
+            "tiny.json: unknown field 'injection.reservoir.unitz' (ReservoirConfig has no such "
+            "field).",
+        ),
+        (
+            CONFIG | {"n_slots": 4},
+            "tiny.json: TrainConfig has no field 'n_slots': it now lives under 'injection' "
+            "(TrainConfig(injection=InjectionConfig(n_slots=...)), or injection: {n_slots: ...} "
+            "in a config file).",
         ),
         ([1, 2], "tiny.json must be a mapping of TrainConfig fields, got [1, 2]."),
     ],

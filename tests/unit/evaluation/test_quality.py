@@ -113,11 +113,11 @@ def test_readout_for():
         H1.readout_for(65, [16, 64])
 
 
-def test_kind_field_keeps_old_hashes_and_builds_baselines():
+def test_kind_field_defaults_to_the_reservoir_and_is_hashed():
     cfg = TrainConfig()
     assert "kind" in cfg.to_dict()
     d = cfg.to_dict()
-    d.pop("kind")
+    d.pop("kind")  # a missing field takes its default
     assert TrainConfig.from_dict(d).config_hash() == cfg.config_hash()
     assert TrainConfig(kind="prefix").config_hash() != cfg.config_hash()
     with pytest.raises(ValueError):

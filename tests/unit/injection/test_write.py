@@ -122,7 +122,8 @@ def test_injection_is_bit_exact_at_init_with_every_write_side():
 def test_the_write_side_trains(tmp_path):
     from ran.util.results import Outputs
 
-    cfg = TrainConfig(**TINY_RUN | dict(pooling="attn", write_gate=True, steps=3))
+    inj = TINY_RUN["injection"] | dict(pooling="attn", write_gate=True)
+    cfg = TrainConfig(**TINY_RUN | dict(injection=inj, steps=3))
     res = train(cfg, Outputs("smoke", root=tmp_path), progress=False)
     w = res.handle.write
     assert w.score.weight.abs().sum() > 0 and w.gate.weight.abs().sum() > 0

@@ -15,6 +15,7 @@ from ran.mechanisms.attractor import AttractorConfig
 from ran.mechanisms.registry import kinds, make
 from ran.reservoir.config import ReservoirConfig
 from ran.training import train as T
+from ran.util.configio import updated
 from ran.util.results import Outputs
 
 SMALL = InjectionConfig(n_slots=2, reservoir=ReservoirConfig(units=32, seed=3), gate_init=1.0)
@@ -41,7 +42,9 @@ def perturb(handle, scale=0.2):
 def trained(tmp_path_factory):
     """A 2-step tiny-llama run (LoRA on), saved as an adapter."""
     root = tmp_path_factory.mktemp("trained")
-    cfg = T.TrainConfig(**(TINY_RUN | {"reservoir": ReservoirConfig(units=64), "lora_r": 2}))
+    cfg = updated(
+        T.TrainConfig(**TINY_RUN), injection={"reservoir": ReservoirConfig(units=64)}, lora_r=2
+    )
     res = T.train(cfg, Outputs("smoke", root=root), progress=False)
     folder = res.handle.save_pretrained(root / "adapter", train_config=cfg)
     return res, cfg, folder

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ran.evaluation import measure as M
+from ran.injection.config import InjectionConfig
 from ran.injection.models import load_model
 from ran.reservoir.config import ReservoirConfig
 from ran.study import claims as CL
@@ -37,7 +38,7 @@ CC = dict(
     block_len=24,
     gen_tokens=12,
     overhead_reps=2,
-    train=dict(n_slots=4, gate_init=0.5, warmup_steps=5, eval_every=10),
+    train=dict(injection=dict(n_slots=4, gate_init=0.5), warmup_steps=5, eval_every=10),
 )
 FIELDS = {"kind", "trainable_params", "recall", "elapsed", "idle", "dppl_init", "dppl_trained",
           "generation", "overhead", "runs", "train_wall_s"}  # fmt: skip
@@ -66,6 +67,10 @@ def test_config_validation():
     assert cc.elapsed_config("additive").kind == "additive"
     kl = C.CompareConfig(**(CC | {"kl_weight": 2.0}))
     assert kl.recall_config("prefix").kl_weight == kl.elapsed_config("prefix").kl_weight == 2.0
+    inj = cc.recall_config("reservoir").injection  # the comparison's fields, then train's
+    assert (inj.n_slots, inj.gate_init, inj.reservoir) == (4, 0.5, CC["reservoir"])
+    with pytest.raises(ValueError, match="CompareConfig.layer"):
+        C.CompareConfig(**(CC | {"train": {"injection": {"layer": 1}}}))
 
 
 def test_trainable_kind_returns_every_field(setup, compared):
@@ -210,7 +215,8 @@ def test_paper_code_path_loads_saved_gpt2_and_qwen2_and_injects(arch, tmp_path):
     tok.save_pretrained(folder)
     cfg = TrainConfig(model_name=str(folder), probe="secret_word", steps=2, batch_size=4,
                       probe_params=dict(RECALL, k=4, n_train=32, n_val=8, n_test=8),
-                      reservoir=ReservoirConfig(units=32), eval_every=0, warmup_steps=1)  # fmt: skip
+                      injection=InjectionConfig(reservoir=ReservoirConfig(units=32)),
+                      eval_every=0, warmup_steps=1)  # fmt: skip
     out = Outputs("smoke", root=tmp_path / "out")
     pt = S.scaling_point(cfg, out, n_test=8, ppl_blocks=2, block_len=16, overhead_reps=2)
     assert pt["model_params"] == S.n_params(model)

@@ -101,6 +101,6 @@ def test_kl_plan_keeps_the_last_step_and_sets_each_weight():
     plan = kl_plan(base, 0.01, 0.9, [3, 10])
     assert list(plan) == ["decoded+kl w=3", "decoded+kl w=10"]
     for w, cfg in zip((3.0, 10.0), plan.values(), strict=True):
-        assert cfg.kl_weight == w and cfg.select == "last" and cfg.query_gate
-        assert cfg.reservoir.lr == 0.01 and cfg.readout == "decoded"
+        assert cfg.kl_weight == w and cfg.select == "last" and cfg.injection.query_gate
+        assert cfg.injection.reservoir.lr == 0.01 and cfg.injection.readout == "decoded"
     assert len({c.config_hash() for c in plan.values()}) == 2

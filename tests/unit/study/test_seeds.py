@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
+from ran.injection.config import InjectionConfig
 from ran.reservoir.config import ReservoirConfig
 from ran.study import seeds as SD
 from ran.training.config import TrainConfig
@@ -103,14 +104,15 @@ def test_select_best_uses_val_not_test():
 
 
 def test_seed_configs_change_only_the_reservoir_seed():
-    base = TrainConfig(reservoir=ReservoirConfig(units=32, seed=0), probe_params={"k": 4})
+    injection = InjectionConfig(reservoir=ReservoirConfig(units=32, seed=0))
+    base = TrainConfig(injection=injection, probe_params={"k": 4})
     cfgs = SD.seed_configs(base, [0, 3, 5])
-    assert [c.reservoir.seed for c in cfgs] == [0, 3, 5]
+    assert [c.injection.reservoir.seed for c in cfgs] == [0, 3, 5]
     assert cfgs[0].config_hash() == base.config_hash()
     assert len({c.config_hash() for c in cfgs}) == 3
     for c in cfgs:
         d, b = c.to_dict(), base.to_dict()
-        d["reservoir"].pop("seed"), b["reservoir"].pop("seed")
+        d["injection"]["reservoir"].pop("seed"), b["injection"]["reservoir"].pop("seed")
         assert d == b
 
 

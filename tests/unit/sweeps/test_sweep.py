@@ -19,20 +19,18 @@ from ran.util.results import REPO_ROOT
 
 BASE = {
     "model_name": "tiny-llama",
-    "n_slots": 4,
+    "injection": {"n_slots": 4, "reservoir": {"units": 32}, "gate_init": 1.0},
     "probe_params": {"k": 4, "n_train": 64, "n_val": 8, "n_test": 8},
-    "reservoir": {"units": 32},
     "steps": 3,
     "batch_size": 4,
     "eval_every": 0,
     "warmup_steps": 1,
-    "gate_init": 1.0,
 }
 SWEEP = {
     "name": "t4",
     "profile": "smoke",
     "base": BASE,
-    "axes": {"reservoir.seed": [0, 1], "learning_rate": [0.01, 0.03]},
+    "axes": {"injection.reservoir.seed": [0, 1], "learning_rate": [0.01, 0.03]},
     "evaluate": [
         {"split": "test", "controls": ["reservoir", "reset"]},
         {"split": "val", "controls": ["reservoir"], "label": "v"},
@@ -51,8 +49,15 @@ def _write(tmp_path: Path, doc: dict, name="sweep.json") -> Path:
     "change, words",
     [
         ({"axis": {}}, "unknown field 'axis'"),
-        ({"axes": {"reservoir.sed": [1]}}, "'reservoir.sed'"),
+        (
+            {"axes": {"injection.reservoir.sed": [1]}},
+            "'sed' is not a field of 'injection.reservoir'",
+        ),
+        ({"axes": {"injection.nslots": [1]}}, "'nslots' is not a field of 'injection'"),
+        ({"axes": {"steps.x": [1]}}, "'steps' has no nested fields"),
         ({"axes": {"stepz": [1]}}, "'stepz' is not a TrainConfig field"),
+        ({"axes": {"reservoir.seed": [1]}}, "field 'reservoir': it now lives under 'injection'"),
+        ({"base": BASE | {"n_slots": 4}}, "field 'n_slots': it now lives under 'injection'"),
         ({"axes": {"steps": [0]}}, "steps must be >= 1"),
         ({"axes": {"steps": []}}, "axis 'steps' must be a non-empty list"),
         ({"base": BASE | {"batch_size": "8"}}, "field 'batch_size' must be an integer"),
@@ -77,12 +82,14 @@ def test_committed_sweep_files_parse():
     paper = read_sweep(REPO_ROOT / "sweeps" / "05_seed_study_paper.yaml")
     cfgs = [c for _, c in paper.jobs()]
     assert paper.profile == "paper" and len(cfgs) == 32
-    assert sorted(c.reservoir.seed for c in cfgs) == list(range(32))
+    assert sorted(c.injection.reservoir.seed for c in cfgs) == list(range(32))
     first = cfgs[0].to_dict()
     for c in cfgs[1:]:  # only the reservoir seed differs
         d = c.to_dict()
-        assert d["reservoir"].pop("seed") != first["reservoir"]["seed"]
-        assert {k: v for k, v in d.items()} == first | {"reservoir": d["reservoir"]}
+        res = d["injection"]["reservoir"]
+        assert res["seed"] != first["injection"]["reservoir"]["seed"]
+        res["seed"] = first["injection"]["reservoir"]["seed"]
+        assert d == first
 
 
 def _run(path: Path, root: Path, *extra) -> subprocess.Popen:
@@ -121,7 +128,7 @@ def test_local_sweep_killed_and_resumed_loses_no_finished_job(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4 * 3  # 4 jobs x (test: 2 controls + val: 1 control)
     assert {r["status"] for r in rows} == {"ok"}
-    assert {(r["reservoir.seed"], r["learning_rate"]) for r in rows} == {
+    assert {(r["injection.reservoir.seed"], r["learning_rate"]) for r in rows} == {
         ("0", "0.01"), ("0", "0.03"), ("1", "0.01"), ("1", "0.03")}  # fmt: skip
     assert {r["label"] for r in rows} == {"secret_word/test", "v/val"}
     # a rerun does nothing but rewrite the table

@@ -10,28 +10,28 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ran.reservoir.config import ReservoirConfig
 from ran.training import jobs as J
 from ran.training.config import TrainConfig
 from ran.training.executors import JobRunner, _alive_elsewhere, slurm_parameters
 from ran.training.train import _paths
+from ran.util.configio import updated
 from ran.util.results import Outputs
 
 BASE = dict(
     model_name="tiny-llama",
-    n_slots=4,
+    injection={"n_slots": 4, "gate_init": 1.0},
     probe_params={"k": 4, "n_train": 64, "n_val": 8, "n_test": 8},
     steps=4,
     batch_size=4,
     eval_every=2,
     warmup_steps=1,
-    gate_init=1.0,
 )
 EVALS = [{"split": "test", "controls": ["reservoir", "reset"]}]
 
 
 def _configs(n=3):
-    return [TrainConfig(**BASE, reservoir=ReservoirConfig(units=32, seed=s)) for s in range(n)]
+    reservoirs = [{"units": 32, "seed": s} for s in range(n)]
+    return [updated(TrainConfig(**BASE), injection={"reservoir": r}) for r in reservoirs]
 
 
 def _saved(cfg, outputs):

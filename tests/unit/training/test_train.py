@@ -5,12 +5,14 @@ import json
 import pytest
 import torch
 
+from ran.injection.config import InjectionConfig
 from ran.reservoir.config import ReservoirConfig
 from ran.tasks import episodes
 from ran.tasks import probes as P
 from ran.tasks import scoring as S
 from ran.training import train as T
 from ran.util import stats
+from ran.util.configio import updated
 from ran.util.results import Outputs
 
 # A K=4 recall config on tiny-llama that learns well above the reset control in seconds:
@@ -19,8 +21,9 @@ from ran.util.results import Outputs
 RECALL = dict(k=4, keys=("dog", "cat", "owl", "bee"), write_templates=("{key}",))
 FAST = dict(
     model_name="tiny-llama",
-    n_slots=4,
-    reservoir=ReservoirConfig(units=64, sr=0.9, input_scaling=0.5, seed=0),
+    injection=InjectionConfig(
+        n_slots=4, reservoir=ReservoirConfig(units=64, sr=0.9, input_scaling=0.5), gate_init=0.5
+    ),
     probe="secret_word",
     probe_params=dict(RECALL, n_train=512, n_val=32, n_test=64),
     steps=30,
@@ -28,8 +31,12 @@ FAST = dict(
     learning_rate=3e-2,
     warmup_steps=5,
     eval_every=10,
-    gate_init=0.5,
 )
+
+
+def _fast(**changes) -> T.TrainConfig:
+    """FAST with ``changes`` (those of its injection as a dict under ``injection``)."""
+    return updated(T.TrainConfig(**FAST), **changes)
 
 
 def _outputs(tmp_path, name="a"):
@@ -47,14 +54,14 @@ def test_wilson_interval_known_values():
 def test_config_validation_and_stable_hash():
     a, b = T.TrainConfig(**FAST), T.TrainConfig(**FAST)
     assert a.config_hash() == b.config_hash()
-    assert T.TrainConfig(**(FAST | {"seed": 1})).config_hash() != a.config_hash()
+    assert _fast(seed=1).config_hash() != a.config_hash()
     with pytest.raises(ValueError, match="batch_size"):
         T.TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="unknown probe"):
         T.TrainConfig(probe="nope")
     with pytest.raises(ValueError, match="scoring"):
         T.TrainConfig(scoring="best")
-    assert T.TrainConfig(reservoir={"units": 32}).reservoir.units == 32
+    assert T.TrainConfig(injection={"reservoir": {"units": 32}}).injection.reservoir.units == 32
 
 
 def test_controls_run_on_identical_episodes(monkeypatch):
@@ -82,7 +89,7 @@ def test_controls_run_on_identical_episodes(monkeypatch):
 
 
 def test_closed_gate_makes_every_state_control_the_base_model():
-    cfg = T.TrainConfig(**(FAST | {"gate_init": 0.0}))
+    cfg = _fast(injection={"gate_init": 0.0})
     model, tok, h = T._build(cfg)
     eps = cfg.make_probe().episodes("test")[:8]
     runner = episodes.EpisodeRunner(h, tok)
@@ -93,7 +100,7 @@ def test_closed_gate_makes_every_state_control_the_base_model():
 
 
 def test_mixed_schedules_batch_like_single_episodes():
-    cfg = T.TrainConfig(**(FAST | {"probe": "elapsed", "probe_params": dict(k_max=3)}))
+    cfg = _fast(probe="elapsed", probe_params=dict(k_max=3))
     model, tok, h = T._build(cfg)
     eps = cfg.make_probe().episodes("test")[:6]
     assert len({len(e.passes) for e in eps}) > 1
@@ -120,7 +127,7 @@ def test_trained_readout_beats_reset_control(tmp_path):
 
 
 def test_run_is_reproducible_bit_for_bit_and_cached(tmp_path):
-    cfg = T.TrainConfig(**(FAST | {"steps": 8, "eval_every": 4}))
+    cfg = _fast(steps=8, eval_every=4)
     a = T.train(cfg, _outputs(tmp_path, "a"), progress=False)
     b = T.train(cfg, _outputs(tmp_path, "b"), progress=False)
     assert not a.loaded and not b.loaded
@@ -138,7 +145,7 @@ def test_run_is_reproducible_bit_for_bit_and_cached(tmp_path):
 
 
 def test_lora_adds_trainable_adapters(tmp_path):
-    cfg = T.TrainConfig(**(FAST | {"steps": 3, "eval_every": 0, "lora_r": 2}))
+    cfg = _fast(steps=3, eval_every=0, lora_r=2)
     res = T.train(cfg, _outputs(tmp_path), progress=False)
     assert any(n.startswith("lora.") for n in T._named_trainable(res.model, res.handle))
     frozen = [p for n, p in res.model.named_parameters() if "lora_" not in n]
@@ -163,10 +170,10 @@ def _text_kl(res, n_blocks=4):
 
 
 def test_kl_term_starts_at_zero_and_keeps_the_model_closer_to_base(tmp_path):
-    cfg = dict(FAST, steps=20, eval_every=0, gate_init=1.0, learning_rate=5e-2)
-    free = T.train(T.TrainConfig(**cfg), _outputs(tmp_path, "free"), progress=False)
+    cfg = _fast(steps=20, eval_every=0, injection={"gate_init": 1.0}, learning_rate=5e-2)
+    free = T.train(cfg, _outputs(tmp_path, "free"), progress=False)
     held = T.train(
-        T.TrainConfig(**cfg, kl_weight=200.0, kl_batch=2, kl_len=32),
+        updated(cfg, kl_weight=200.0, kl_batch=2, kl_len=32),
         _outputs(tmp_path, "held"),
         progress=False,
     )
@@ -178,18 +185,9 @@ def test_kl_term_starts_at_zero_and_keeps_the_model_closer_to_base(tmp_path):
 
 
 def test_kl_is_exactly_zero_with_the_gate_closed(tmp_path):
-    cfg = T.TrainConfig(**(FAST | dict(steps=1, eval_every=0, gate_init=0.0, kl_weight=1.0)))
+    cfg = _fast(steps=1, eval_every=0, injection={"gate_init": 0.0}, kl_weight=1.0)
     res = T.train(cfg, _outputs(tmp_path), progress=False)
     assert res.history["kl"] == [0.0]
-
-
-def test_default_kl_fields_leave_old_hashes_unchanged():
-    a = T.TrainConfig(**FAST)
-    d = a.to_dict()
-    for name in ("kl_weight", "kl_batch", "kl_len", "kind", "query_gate"):
-        d.pop(name)
-    assert T.TrainConfig.from_dict(d).config_hash() == a.config_hash()
-    assert T.TrainConfig(**FAST, kl_weight=1.0).config_hash() != a.config_hash()
 
 
 @pytest.mark.parametrize("mode", ["val", "last"])
@@ -200,13 +198,13 @@ def test_select_keeps_best_validation_or_last_step(tmp_path, monkeypatch, mode):
 
     accs = iter([0.9, 0.5, 0.1, 0.05])
     monkeypatch.setattr(F, "evaluate", lambda *a, **k: {"reservoir": {"acc": next(accs)}})
-    cfg = T.TrainConfig(**(FAST | {"steps": 6, "eval_every": 2, "patience": 1, "select": mode}))
+    cfg = _fast(steps=6, eval_every=2, patience=1, select=mode)
     res = T.train(cfg, _outputs(tmp_path, mode), progress=False)
     h = res.history
     assert h["best_step"] == (2 if mode == "val" else 6)
     assert h["val_step"] == ([2, 4] if mode == "val" else [2, 4, 6])  # "val" stopped early
     ref = T.train(  # the same run to its last step, kept whole: its parameters are the last ones
-        T.TrainConfig(**(FAST | {"steps": 6, "eval_every": 0, "patience": 0})),
+        _fast(steps=6, eval_every=0, patience=0),
         _outputs(tmp_path, "ref"),
         progress=False,
     )
@@ -221,4 +219,4 @@ def test_select_keeps_best_validation_or_last_step(tmp_path, monkeypatch, mode):
 
 def test_select_is_validated():
     with pytest.raises(ValueError, match="select"):
-        T.TrainConfig(**(FAST | {"select": "best"}))
+        _fast(select="best")
