@@ -13,6 +13,12 @@ with ``W`` (N x N) sparse normal, rescaled to spectral radius ``sr`` exactly,
 drawn in float64 from numpy ``Generator`` streams spawned from ``seed`` (one
 per matrix), so one seed gives bit-identical weights in separate processes.
 
+The update is written once: :func:`leaky_update` is the leak and the tanh, and
+:meth:`LeakyTanhStep.step` the one step of :class:`Reservoir` and
+:class:`ReservoirBank`; each supplies only its pre-activation
+``W r + W_in u + b`` in its own weight layout (a dense ``W`` at its spectral
+radius; a bank's base matrices per seed times a per-``sr`` scale).
+
 References
 ----------
 H. Jaeger (2001). The "echo state" approach to analysing and training recurrent
@@ -113,7 +119,28 @@ def leaky_update(
     return r + (a * lr) * (torch.tanh(pre) - r)
 
 
-class Reservoir(torch.nn.Module):
+class LeakyTanhStep:
+    """The step of :class:`Reservoir` and :class:`ReservoirBank`: ``leaky_update`` of the
+    pre-activation the class computes (``_preactivation(r, u) -> (r, W r + W_in u + b)``,
+    the state in the weights' dtype); ``cfg.lr`` is the leak and ``input_dim`` the drive width."""
+
+    def step(
+        self, r: torch.Tensor, u: torch.Tensor, gate: torch.Tensor | None = None, *, check=True
+    ) -> torch.Tensor:
+        """One update ``r(t) -> r(t+1)``.
+
+        ``gate`` (one value per state row, values in [0, 1]) scales the leak rate of each
+        row: ``r + g lr (tanh(W r + W_in u + b) - r)``, so ``g = 0`` leaves the row's state
+        exactly unchanged (the learned write gate of :mod:`ran.injection.write`).
+        ``check=False`` skips the check of the drive (width, finite values).
+        """
+        if check:
+            _check_drive(u, self.input_dim)
+        r, pre = self._preactivation(r, u)
+        return leaky_update(r, pre, self.cfg.lr, gate)
+
+
+class Reservoir(LeakyTanhStep, torch.nn.Module):
     """One echo-state reservoir with fixed buffers ``W``, ``W_in`` and ``b``.
 
     Parameters
@@ -127,8 +154,9 @@ class Reservoir(torch.nn.Module):
 
     Notes
     -----
-    ``step`` is differentiable with respect to the state and the drive; the
-    weights are buffers and never receive gradients.
+    ``step`` (:meth:`LeakyTanhStep.step`: ``r`` is ``(..., N)``, ``u`` is ``(..., d_in)``,
+    ``gate`` ``(...,)`` or ``(..., 1)``) is differentiable with respect to the state and
+    the drive; the weights are buffers and never receive gradients.
     """
 
     def __init__(self, cfg: ReservoirConfig, input_dim: int, dtype: torch.dtype = torch.float32):
@@ -149,22 +177,12 @@ class Reservoir(torch.nn.Module):
         shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
         return torch.zeros(*shape, self.units, dtype=self.W.dtype, device=self.W.device)
 
-    def step(
-        self, r: torch.Tensor, u: torch.Tensor, gate: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """One update ``r(t) -> r(t+1)``; ``r`` is ``(..., N)``, ``u`` is ``(..., d_in)``.
-
-        ``gate`` (``(...,)`` or ``(..., 1)``, values in [0, 1]) scales the leak rate of
-        each row: ``r + g lr (tanh(W r + W_in u + b) - r)``, so ``g = 0`` leaves the
-        row's state exactly unchanged (the learned write gate of :mod:`ran.injection.write`).
-        """
-        _check_drive(u, self.input_dim)
+    def _preactivation(self, r: torch.Tensor, u: torch.Tensor):
         if r.shape[-1] != self.units:
             raise ValueError(f"reservoir state width is {r.shape[-1]} but units is {self.units}.")
         u = u.to(self.W.dtype)
         r = r.to(self.W.dtype)
-        pre = r @ self.W.T + u @ self.W_in.T + self.b
-        return leaky_update(r, pre, self.cfg.lr, gate)
+        return r, r @ self.W.T + u @ self.W_in.T + self.b
 
     def run(self, u_seq: torch.Tensor, r0: torch.Tensor | None = None) -> torch.Tensor:
         """States for a drive ``u_seq`` of shape ``(T, ..., d_in)`` -> ``(T, ..., N)``.
@@ -180,7 +198,7 @@ class Reservoir(torch.nn.Module):
         return torch.stack(out)
 
 
-class ReservoirBank:
+class ReservoirBank(LeakyTanhStep):
     """Many reservoirs advanced at once: every (seed, sr) pair of a grid.
 
     Reservoir ``(s, k)`` equals ``Reservoir(replace(cfg, seed=seeds[s], sr=srs[k]))``:
@@ -245,10 +263,9 @@ class ReservoirBank:
         """The dense ``W`` of grid point (seed index ``s``, sr index ``k``)."""
         return self.W0[s] * self.srs[k]
 
-    def step(self, r: torch.Tensor, u: torch.Tensor, check: bool = True) -> torch.Tensor:
-        """Advance states ``(S, K, B, N)`` with a drive broadcastable to ``(S, K, B, d_in)``."""
-        if check:
-            _check_drive(u, self.input_dim)
+    def _preactivation(self, r: torch.Tensor, u: torch.Tensor):
+        """States ``(S, K, B, N)``, a drive broadcastable to ``(S, K, B, d_in)``
+        (the shapes of :meth:`LeakyTanhStep.step` on a bank; ``gate`` ``(S, K, B)``)."""
         S, K, B, N = r.shape
         if self._blocks is not None:
             x = r.permute(0, 3, 1, 2).reshape(S * N, K * B)
@@ -258,7 +275,7 @@ class ReservoirBank:
         pre = torch.addcmul(torch.matmul(u, self._WinT), rec, self.scale[None, :, None, None])
         if self.cfg.bias:
             pre = pre + self.b[:, None, None, :]
-        return leaky_update(r, pre, self.cfg.lr)
+        return r, pre
 
     def run(
         self, u_seq: torch.Tensor, r0: torch.Tensor, keep: Sequence[int] | None = None
@@ -267,7 +284,11 @@ class ReservoirBank:
 
         ``keep`` lists the steps (1-based: state after ``keep[i]`` inputs) to return,
         as ``(len(keep), S, K, B, N)``; default all. With a sparse ``W`` and no leak
-        or bias the loop runs in the matrix layout ``(S*N, K*B)`` (no copies).
+        or bias the loop runs in the matrix layout ``(S*N, K*B)`` (no copies): the update
+        is :func:`leaky_update` as in :meth:`step`, but the pre-activation is computed in
+        that layout (``W_in u`` as ``(S*N, d) @ (d, K*B)``), not by :meth:`step`'s, whose
+        products round differently in the last bits (a few ulp after 20 steps); kept
+        for its speed and so that notebook 01's results stay bit-identical.
         """
         _check_drive(u_seq, self.input_dim)
         T = u_seq.shape[0]
@@ -286,8 +307,8 @@ class ReservoirBank:
         col = self.scale.repeat_interleave(B)  # (K*B,) spectral radius of each column
         w_in = self.W_in.reshape(S * N, self.input_dim)
         u_cols = u_seq.to(self.dtype).transpose(1, 2).repeat(1, 1, K)  # (T, d, K*B)
-        for t in range(T):
-            x = torch.tanh(torch.addcmul(w_in @ u_cols[t], self._blocks @ x, col))
+        for t in range(T):  # lr = 1 here: leaky_update is tanh(pre), as in step
+            x = leaky_update(x, torch.addcmul(w_in @ u_cols[t], self._blocks @ x, col), self.cfg.lr)
             if t + 1 in want:
                 out.append(x.view(S, N, K, B).permute(0, 2, 3, 1))
         return torch.stack(out)
