@@ -41,7 +41,7 @@ PATCHED = (
     "_update_finished_beams",
 )
 # Per-row tensors of a handle that follow the rows (those a handle lacks are skipped).
-ROW_ATTRS = ("_state", "last_drive", "last_write_gate", "slot_mass")
+ROW_ATTRS = ("_state", "last_drive", "last_write_gate", "slot_mass", "read_gate")
 GEN = "_gen_drive"  # advance="generate": what the final step is driven by (a tensor or a tuple)
 
 

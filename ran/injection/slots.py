@@ -207,6 +207,15 @@ def gated_output(plain, augmented, gate, select=None):
     return plain + g * (augmented - plain)
 
 
+def read_openness(gate, select=None, shape=None) -> torch.Tensor:
+    """How far the read is open per token, ``tanh(g_h) * select`` averaged over the heads:
+    (B, Q) float32 from the gate logits (H,) and the query gate's ``select`` (B, Q, H); without
+    one, ``tanh(g_h)`` averaged, broadcast to ``shape`` (B, Q)."""
+    if select is None:
+        return torch.tanh(gate).mean(-1).float().expand(*shape)
+    return (select * torch.tanh(gate)).mean(-1).float()
+
+
 def normalize_drive(u: torch.Tensor, input_connectivity: float = 1.0, eps: float = 1e-6):
     """Scale u (B, d) so that ``W_in u`` has per-unit RMS ``input_scaling``.
 

@@ -69,6 +69,10 @@ class RANHandle(AdapterMixin, MemoryHandle):
     last_drive : Tensor (B, d) or None, the drive u of the last pass (in the graph).
     slot_mass : Tensor (B, H, Q) or None, attention mass on the slots of the
         last pass at layer L, recorded while ``record_slot_mass`` is True.
+    read_gate : Tensor (B, Q) or None, how far the read was open at each token of the
+        last pass, ``tanh(g_h) * sigmoid(w_h . x_t + c_h)`` averaged over the heads h
+        (float32; ``tanh(g_h)`` without a query gate), recorded while ``record_read_gate``
+        is True.
     """
 
     def __init__(self, model, cfg: InjectionConfig):
@@ -100,6 +104,8 @@ class RANHandle(AdapterMixin, MemoryHandle):
         self.last_write_gate: torch.Tensor | None = None  # (B,) or (B, Q) of the last pass
         self.slot_mass: torch.Tensor | None = None
         self.record_slot_mass = False
+        self.read_gate: torch.Tensor | None = None
+        self.record_read_gate = False
         self._pad2d = None  # 2-D attention mask of the running top-level forward call
         self._gen_depth = 0  # > 0 inside generate() when advance == "generate"
         self._gen_drive = None
@@ -187,6 +193,9 @@ class RANHandle(AdapterMixin, MemoryHandle):
         if self.record_slot_mass:
             with torch.no_grad():
                 self.slot_mass = S.slot_mass(query, key, slot_k, attention_mask, scaling, bias)
+        if self.record_read_gate:
+            with torch.no_grad():
+                self.read_gate = S.read_openness(self.slots.gate, select, out.shape[:2])
         self._write(out)
         if self._stop_after:
             raise S.StopAfterLayer

@@ -180,35 +180,27 @@ def gate_openness(run, n_test: int, n_blocks: int = 16, block_len: int = 128) ->
     on plain text (the H1 blocks: mean and 99th percentile over tokens) and at the last token
     of the held-out question passes (mean and 5th percentile), where the answer is read. The
     query gate sees only layer L's input, which the memory does not change, so no state is
-    needed. None without a query gate."""
+    needed. None without a query gate. Read from the handle's ``read_gate`` record."""
     from ran.tasks.data import token_blocks
     from ran.tasks.scoring import batch_encode
 
-    slots = run.handle.slots
-    if slots.query_gate is None:
+    handle = run.handle
+    if handle.slots.query_gate is None:
         return None
-    seen: list[torch.Tensor] = []
-    select = slots.select
-
-    def capture(x):
-        s = select(x)
-        seen.append((s * torch.tanh(slots.gate)).mean(-1).detach().float())  # (B, Q)
-        return s
-
     questions = [e.passes[-1] for e in test_episodes(run.config, n_test)]
-    slots.select = capture
+    handle.record_read_gate = True
     try:
         with torch.no_grad():
-            run.handle.reset_state()
+            handle.reset_state()
             run.model(input_ids=token_blocks(run.tokenizer, "test", block_len, n_blocks))
-            text_open = seen.pop().flatten()
-            run.handle.reset_state()
+            text_open = handle.read_gate.flatten()  # (B, Q) of the pass
+            handle.reset_state()
             ids, mask = batch_encode(run.tokenizer, questions)
             run.model(input_ids=ids, attention_mask=mask)
-            q_open = seen.pop()[:, -1]
+            q_open = handle.read_gate[:, -1]
     finally:
-        del slots.select  # the instance attribute: the class's method is back
-        run.handle.reset_state()
+        handle.record_read_gate, handle.read_gate = False, None
+        handle.reset_state()
     q = torch.tensor([0.99, 0.05])
     return dict(
         text_mean=text_open.mean().item(), text_p99=text_open.quantile(q[0]).item(),

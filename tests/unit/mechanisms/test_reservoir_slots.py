@@ -332,3 +332,38 @@ def test_query_gate_is_refused_where_there_are_no_slots():
         with pytest.raises(ValueError, match="query_gate"):
             make(kind, m, cfg)
     assert getattr(m, "_ran_handle", None) is None
+
+
+@pytest.mark.parametrize("query_gate", [True, False])
+def test_read_gate_is_recorded_per_token_only_while_asked(query_gate):
+    import dataclasses
+
+    m, tok = model("tiny-llama", "eager")
+    enc = tok(PROMPTS[:1], return_tensors="pt")
+    with inject(m, dataclasses.replace(SMALL, query_gate=query_gate)) as h:
+        with torch.no_grad():
+            h.slots.gate.copy_(torch.linspace(-1.0, 2.0, h.slots.gate.numel()))
+            if query_gate:  # a query gate that differs per token and head
+                gen = torch.Generator().manual_seed(0)
+                w = h.slots.query_gate.weight
+                w.copy_(torch.randn(w.shape, generator=gen))
+        seen = []
+        hook = h._attn.register_forward_pre_hook(
+            lambda mod, args, kw: seen.append(kw["hidden_states"]), with_kwargs=True
+        )
+        try:
+            with torch.no_grad():
+                m(**enc)
+                assert h.read_gate is None  # not recording
+                h.record_read_gate = True
+                m(**enc)
+        finally:
+            hook.remove()
+        tanh_g = torch.tanh(h.slots.gate.detach())
+        if query_gate:
+            want = (torch.sigmoid(h.slots.query_gate(seen[-1])) * tanh_g).mean(-1)
+            assert want.std() > 0.01  # the record is per token, not one number
+        else:
+            want = tanh_g.mean().expand(1, enc.input_ids.shape[1])
+        assert h.read_gate.shape == (1, enc.input_ids.shape[1])
+        assert torch.equal(h.read_gate, want.float())

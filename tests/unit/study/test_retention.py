@@ -104,3 +104,44 @@ def test_kl_plan_keeps_the_last_step_and_sets_each_weight():
         assert cfg.kl_weight == w and cfg.select == "last" and cfg.injection.query_gate
         assert cfg.injection.reservoir.lr == 0.01 and cfg.injection.readout == "decoded"
     assert len({c.config_hash() for c in plan.values()}) == 2
+
+
+def test_gate_openness_reads_the_handles_read_gate_record():
+    """On a tiny query-gated model: the openness from the handle's ``read_gate`` record is
+    the product of the query gate and tanh(g) at every token (captured here around the
+    query gate's ``select``), and recording is off again afterwards."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ran.injection.models import load_model
+    from ran.mechanisms.registry import make
+    from ran.study.h1_tradeoff import gate_openness
+    from ran.training.config import TrainConfig
+
+    cfg = TrainConfig(probe="fact_in_text", probe_params=dict(k=4),
+                      injection=dict(query_gate=True, gate_init=1.0, reservoir={"units": 32}))  # fmt: skip
+    model, tok = load_model("tiny-llama")
+    h = make("reservoir", model, cfg.injection_config())
+    try:
+        with torch.no_grad():
+            w = h.slots.query_gate.weight
+            w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0)))
+        run = SimpleNamespace(handle=h, model=model, tokenizer=tok, config=cfg)
+        got = gate_openness(run, n_test=4, n_blocks=2, block_len=16)
+        assert not h.record_read_gate and h.read_gate is None
+        seen, select = [], h.slots.select
+
+        def spy(x):  # the query gate's openness of each pass, as it is computed
+            seen.append(select(x))
+            return seen[-1]
+
+        h.slots.select = spy
+        gate_openness(run, n_test=4, n_blocks=2, block_len=16)
+        del h.slots.select
+        text, question = ((s * torch.tanh(h.slots.gate)).mean(-1).float() for s in seen)
+        assert got["n_tokens"] == 2 * 16 and got["n_questions"] == 4
+        assert got["text_mean"] == text.mean().item() and text.std() > 0.01
+        assert got["question_mean"] == question[:, -1].mean().item()
+    finally:
+        h.remove()
