@@ -20,7 +20,12 @@ HASH_RE = re.compile(r"^[0-9a-f]{16}$")
 # payload keys that only hold runs (left out of a run's label) and keys renamed in it
 GENERIC = {"runs", "run", "hash", "configs", "measured", "comparison", "settings"}
 RENAME = {"per_seed": "seed", "run_hashes": "seed", "points": "point", "tradeoff": "trade-off"}
-RUN_COLUMNS = ["config hash", "used by", "run", "model", "probe", "settings", "steps", "wall (min)"]
+RUN_COLUMNS = ["config hash", "used by", "run", "probe", "settings", "steps", "wall (min)"]
+
+
+def short(name: str) -> str:
+    """A results file as its notebook number (``04_extended`` -> ``04 ext.``)."""
+    return name.split("_")[0] + (" ext." if "extended" in name else "")
 
 
 def hash_paths(obj, path=()) -> list[tuple[str, tuple]]:
@@ -94,15 +99,18 @@ def runs_table(outputs: Outputs) -> str:
         return (
             "*No training runs recorded yet: no results file names a run of `data/results/runs`.*\n"
         )
-    rows = []
+    rows, models = [], []
     for h in listed:
         rec = json.loads(records[h].read_text())
         cfg, hist = rec.get("config", {}), rec.get("history", {})
         wall = rec.get("wall_time_s")
+        models.append(cfg.get("model_name"))
+        other = "" if models[-1] == models[0] else f", {models[-1]}"
+        labels = dict.fromkeys(lab for labs in used[h].values() for lab in labs)
         rows.append(
-            [f"`{h}`", ", ".join(used[h]), "; ".join(dict.fromkeys(lab for labs in used[h].values() for lab in labs)),
-             cfg.get("model_name"), probe_text(cfg), settings_text(cfg),
-             f"{len(hist.get('step', []))}/{cfg.get('steps')}", None if wall is None else wall / 60]
+            [f"`{h}`", ", ".join(short(n) for n in used[h]), "; ".join(labels),
+             probe_text(cfg) + other, settings_text(cfg),
+             f"{len(hist.get('step', []))}/{cfg.get('steps')}", None if wall is None else round(wall / 60, 1)]
         )  # fmt: skip
     unused = len(records) - len(listed)
     lead = (
@@ -119,12 +127,13 @@ def runs_table(outputs: Outputs) -> str:
             if no_record
             else ""
         )  # fmt: skip
-        + ".\n\n"
+        + f"; every run is on {models[0]} unless its probe column names another model.\n\n"
     )
     caption = (
         "Training runs by config hash (the name of the run's cache entry `build/cache/runs/<hash>` "
         "and of its record `data/results/runs/<hash>.json`, which holds the full TrainConfig and "
-        "the training curve): the results files that use it and the payload key that names it, "
+        "the training curve): the notebooks that use it (by number; ext.: the extended comparison) "
+        "and the payload key that names it, "
         "the probe, the reservoir and optimiser settings, steps run / maximum, wall time as "
         "recorded"
     )

@@ -164,6 +164,11 @@ def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple
     return MARKER_RE.sub(repl, text), filled
 
 
+# A long table (the Targets table, the runs appendix) continues on the next page instead of
+# running off this one: pandoc wraps every table in a figure, which typst keeps on one page.
+BREAKABLE_TABLES = "#show figure.where(kind: table): set block(breakable: true)\n"
+
+
 def build_pdf(md_path: Path, pdf_path: Path, root: Path = REPO_ROOT) -> Path:
     """Typeset a markdown file: pandoc -> typst source -> PDF (both from wheels, offline)."""
     import pypandoc
@@ -185,7 +190,8 @@ def build_pdf(md_path: Path, pdf_path: Path, root: Path = REPO_ROOT) -> Path:
         target = (md_dir / m.group(1)).resolve()
         return f'image("/{target.relative_to(root.resolve())}"'
 
-    typ_path.write_text(re.sub(r'image\("([^"/][^"]*)"', absolutise, src), encoding="utf-8")
+    src = re.sub(r'image\("([^"/][^"]*)"', absolutise, src)
+    typ_path.write_text(BREAKABLE_TABLES + src, encoding="utf-8")
     typst.compile(str(typ_path), output=str(pdf_path), root=str(root))
     return pdf_path
 

@@ -70,6 +70,22 @@ def column_groups(n_cols: int, max_cols: int = MAX_COLUMNS) -> list[list[int]]:
     return [[0, *rest[i : i + size]] for i in range(0, len(rest), size)]
 
 
+def column_width(header: str, cells: list[str], lo: int = 6, hi: int = 40) -> int:
+    """Dashes of a column's rule: its widest cell (or header word) within [lo, hi], plus the
+    cell padding. Pandoc
+    sizes the columns of a wide table by these counts, so a long claim gets a wide column
+    and a verdict a narrow one."""
+    words = max((len(w) for w in header.split()), default=0)
+    return max(lo, min(hi, max([words, *(_print_width(c) for c in cells)]))) + 2  # + padding
+
+
+def _print_width(cell: str) -> int:
+    """A cell's width in proportional characters: monospace code spans (hashes, file names)
+    count 1.6 each, as they neither shrink nor wrap."""
+    code = sum(len(m) for m in re.findall(r"`([^`]*)`", cell))
+    return round(len(cell) + 0.6 * code)
+
+
 def render_table(block: dict) -> str:
     fmt = block.get("fmt", ".3g")
     cols = block["columns"]
@@ -78,12 +94,16 @@ def render_table(block: dict) -> str:
             raise ValueError(
                 f"table {block['caption']!r} has a row of {len(row)} cells for {len(cols)} columns"
             )
+    cells = [[format_value(row[i], fmt) for i in range(len(cols))] for row in block["rows"]]
     out = []
     for part, idx in enumerate(column_groups(len(cols))):
         header = [str(cols[i]).replace("|", "\\|") for i in idx]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in idx) + "|"]
-        for row in block["rows"]:
-            lines.append("| " + " | ".join(format_value(row[i], fmt) for i in idx) + " |")
+        rule = "|".join(
+            "-" * column_width(header[j], [c[i] for c in cells]) for j, i in enumerate(idx)
+        )
+        lines = ["| " + " | ".join(header) + " |", f"|{rule}|"]
+        for row in cells:
+            lines.append("| " + " | ".join(row[i] for i in idx) + " |")
         caption = tidy_numbers(block["caption"])
         if part:
             caption = f"(continued) {caption.split(':')[0]}"
