@@ -106,7 +106,7 @@ def test_describe_rebuilds_checks_and_summary_from_the_stored_section(bench):
 def test_a_ratio_whose_ci_contains_1_is_within_noise():
     sec = {"checks": [store.check("t", 0.96, 1.02, ci=[0.81, 1.12], ratio=True),
                       store.check("u", 1.04, 1.05, ci=[1.03, 1.05], ratio=True),
-                      store.check("v", 0.96, 1.02, ci=[0.81, 1.12])]}  # fmt: skip
+                      store.check("v", 0.96, 1.02, ci=[0.81, 1.12])], "summary": "s"}  # fmt: skip
     noise, clear, not_ratio = store.target_blocks({"x": sec})
     assert noise["met"] is True and noise["note"] == "within noise"
     assert clear["note"] == "" and not_ratio["note"] == ""
