@@ -13,12 +13,18 @@ from __future__ import annotations
 import json
 
 from ran.study.h1 import PPL_TRAINED, RECALL_TARGET_K
+from ran.study.seeds import ALPHA as SEED_ALPHA
 from ran.util.results import Outputs
 from ran.util.wording import ratio_text
 
 
 def _acc(s: dict) -> str:
     return f"{s['acc']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+
+
+def _pct(x: float) -> str:
+    """A perplexity change in percent: whole percents from 100% up."""
+    return f"{x:+.0f}%" if abs(x) >= 100 else f"{x:+.1f}%"
 
 
 def _rate(r: dict) -> str:
@@ -85,13 +91,13 @@ def retention_sentence(ret: dict) -> str:
     )
     h1 = (ret.get("h1") or {}).get(label)
     if h1:
-        out += f", at a perplexity cost of {h1['dppl_pct']:+.0f}% on plain text after a fact pass"
+        out += f", at a perplexity cost of {_pct(h1['dppl_pct'])} on plain text after a fact pass"
     trade = ret.get("tradeoff") or []
     if trade:
         low = min(trade, key=lambda p: abs(p["h1"]["dppl_pct"]))
         out += (
-            f"; the KL term lowers that cost to {low['h1']['dppl_pct']:+.1f}% at best "
-            f"(weight {low['kl_weight']:g}), where recall falls to {_acc(low['d0']['reservoir'])}"
+            f"; with the KL term the smallest cost is {_pct(low['h1']['dppl_pct'])} (weight "
+            f"{low['kl_weight']:g}), where recall is {_acc(low['d0']['reservoir'])}"
         )
     return out + "."
 
@@ -123,13 +129,18 @@ def seeds_sentence(seeds: dict) -> str:
     v, s = seeds["variance"], seeds["settings"]
     k = s["base_config"]["probe_params"]["k"]
     chi = seeds["chi2_homogeneity"]
-    return (
-        f"The reservoir seed alone moves K = {k} test accuracy after "
-        f"{s['base_config']['steps']} training steps from {v['min']:.3f} to {v['max']:.3f} "
-        f"(mean {v['mean']:.3f}, sd {v['sd']:.3f} over {len(s['seeds'])} seeds; chi-square "
-        f"p = {chi['p']:.2g}), so differences between settings smaller than that spread are "
-        "not evidence."
+    head = (
+        f"Across {len(s['seeds'])} reservoir seeds, K = {k} test accuracy after "
+        f"{s['base_config']['steps']} training steps ranges from {v['min']:.3f} to "
+        f"{v['max']:.3f} (mean {v['mean']:.3f}, sd {v['sd']:.3f}; chi-square test of equal "
+        f"accuracy p = {chi['p']:.2g})"
     )
+    if chi["p"] < SEED_ALPHA:
+        return (
+            head + ": the seed alone changes accuracy beyond sampling noise, so differences "
+            "between settings smaller than that spread are not evidence."
+        )
+    return head + ": a spread within sampling noise."
 
 
 def overhead_sentence(bench: dict) -> str:

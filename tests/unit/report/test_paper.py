@@ -72,7 +72,9 @@ def test_abstract_says_no_results_yet_for_missing_files(tmp_path):
                   "chance": 1 / 16, "n": 128}}  # fmt: skip
     save_results("03_h1_nondestruction", {"capacity": cap}, out, seed=0)  # no perplexity
     some = abstract(out)
-    assert "from 0.148 to 0.293 (mean 0.213, sd 0.062 over 8 seeds" in some
+    assert "Across 8 reservoir seeds, K = 16 test accuracy" in some
+    assert "from 0.148 to 0.293 (mean 0.213, sd 0.062; chi-square" in some
+    assert "beyond sampling noise" in some
     assert "among K = 16 with accuracy 0.970 [0.920, 1.000]" in some
     assert "against 0.050 with the state reset" in some
     assert "lack a number this sentence needs" in some  # H1 without its perplexities
