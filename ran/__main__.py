@@ -5,7 +5,8 @@
 - ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
 - ``bench {overhead,passcost,sweep,lowercache,notebooks,training,agent,all} [--profile P]``:
   benchmarks measured in one run, saved as sections of data/results/bench.json (see
-  :mod:`ran.bench`).
+  :mod:`ran.bench`); ``bench refresh`` rebuilds its checks, sentences and findings from the
+  stored measurements without measuring.
 - ``sweep SWEEP.yaml --executor {local,slurm,serial} [--max-parallel N]``: every config of a
   sweep file as an independent job (submitit), one merged table under data/results/sweeps/
   (see :mod:`ran.sweeps.sweep`, :mod:`ran.sweeps.cli`).
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-pdf", action="store_true")
 
     bench = sub.add_parser("bench", help="benchmarks, saved to data/results/bench.json")
-    bench.add_argument("which", choices=[*BENCHES, "all"])
+    bench.add_argument("which", choices=[*BENCHES, "all", "refresh"])
     bench.add_argument("--profile", choices=PROFILES, default="default")
     cli.add_parsers(sub)
     from ran.sweeps.cli import add_sweep_parser

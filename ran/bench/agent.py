@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
+from ran.bench.store import bootstrap_median_ci, check, section_met
 from ran.injection.models import SMOLLM2, load_model
 from ran.util.results import Outputs
+from ran.util.wording import ratio_text
 
 TICK_TARGET_MS = 1.0  # idle tick latency budget (issue 19)
 PASS_TARGET = 1.05  # prompted pass / plain forward
@@ -209,45 +210,45 @@ def run(outputs: Outputs, cfg: AgentBenchConfig | None = None) -> dict:
             sec = measure(cfg, Path(tmp))
     finally:
         torch.set_num_threads(before)
+    sec["model"] = cfg.model_name
+    describe(sec)
+    sec["wall_time_s"] = time.perf_counter() - t0
+    return sec
+
+
+def describe(sec: dict) -> dict:
+    """Add the targets, checks, ``met`` and the summary sentence to a measured section."""
+    cfg = sec["config"]
     tick, ratio, growth = (
         sec["idle_tick_ms"]["median"],
         sec["ratio"]["median"],
         sec["rss_growth_mb"],
     )
     ck = sec["checkpointed_tick_ms"]["median"]
-    sec["model"] = cfg.model_name
     sec["target"] = {
         "idle_tick_ms": TICK_TARGET_MS,
         "pass_ratio": PASS_TARGET,
         "rss_growth_mb": RSS_TARGET_MB,
     }
+    vs_injected = sec["ratio_vs_injected"]
     sec["checks"] = [
-        check("idle tick latency, median (ms)", tick, TICK_TARGET_MS, "<="),
-        check("prompted pass / plain forward, median", ratio, PASS_TARGET, "<="),
-        check(
-            f"resident memory growth over {cfg.idle_ticks} idle ticks (MB)",
-            growth,
-            RSS_TARGET_MB,
-            "<=",
-        ),
+        check("idle tick latency, median (ms)", tick, TICK_TARGET_MS, "<=",
+              ci=sec["idle_tick_ms"].get("ci95")),
+        check("prompted pass / plain forward, median", ratio, PASS_TARGET, "<=",
+              ci=sec["ratio"]["ci95"], ratio=True),
+        check(f"resident memory growth over {cfg['idle_ticks']} idle ticks (MB)", growth,
+              RSS_TARGET_MB, "<="),
         check("idle tick with its checkpoint, median (ms)", ck, None),
-        check(
-            "prompted pass / the injected model's forward, median",
-            sec["ratio_vs_injected"]["median"],
-            None,
-        ),
-    ]
+        check("prompted pass / the injected model's forward, median", vs_injected["median"],
+              None, ci=vs_injected.get("ci95"), ratio=True),
+    ]  # fmt: skip
     sec["met"] = section_met(sec["checks"])
-    lo, hi = sec["ratio"]["ci95"]
     sec["summary"] = (
-        f"On {cfg.model_name} (N = {cfg.units}), an idle tick takes {tick:.3f} ms (median of "
-        f"{cfg.idle_ticks}, p99 {sec['idle_tick_ms']['p99']:.3f} ms; target <= {TICK_TARGET_MS:g} ms: "
-        f"{verdict(sec['checks'][0]['met'])}) and {ck:.1f} ms with its fsynced checkpoint; a silent "
-        f"prompted pass of {sec['tokens']} tokens costs {ratio:.3f}x a plain forward (95% CI "
-        f"{lo:.3f}-{hi:.3f}; target <= {PASS_TARGET}: {verdict(sec['checks'][1]['met'])}; "
-        f"{sec['ratio_vs_injected']['median']:.3f}x the injected model's own forward); resident "
-        f"memory grew by {growth:.1f} MB over the ticks (target <= {RSS_TARGET_MB:g} MB: "
-        f"{verdict(sec['checks'][2]['met'])})"
+        f"On {cfg['model_name']} (N = {cfg['units']}), an idle tick takes {tick:.3f} ms (median "
+        f"of {cfg['idle_ticks']}, p99 {sec['idle_tick_ms']['p99']:.3f} ms) and {ck:.1f} ms with "
+        f"its fsynced checkpoint; a silent prompted pass of {sec['tokens']} tokens takes "
+        f"{ratio_text(ratio, sec['ratio']['ci95'])} times a plain forward "
+        f"({ratio_text(vs_injected['median'], vs_injected.get('ci95'))} times the injected "
+        f"model's own forward); resident memory grew by {growth:.1f} MB over the ticks"
     )
-    sec["wall_time_s"] = time.perf_counter() - t0
     return sec

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
+from ran.bench.store import bootstrap_median_ci, check, section_met
 from ran.injection import lowercache as LC
 from ran.injection.config import InjectionConfig
 from ran.injection.models import SMOLLM2, load_model
@@ -36,6 +36,7 @@ from ran.mechanisms.reservoir_slots import inject
 from ran.tasks.episodes import CONTROLS, evaluate
 from ran.tasks.probes import make_probe
 from ran.util.results import Outputs
+from ran.util.wording import ratio_text
 
 TARGET = 0.70  # the saving estimated before the store was built (about 30% of evaluation)
 ARMS = ("off", "on", "shared")
@@ -120,12 +121,26 @@ def run(outputs: Outputs, seed: int = 0, **overrides) -> dict:
     """Measure and return the ``lowercache`` section of ``bench.json`` (with its checks)."""
     settings = PROFILE_SETTINGS[outputs.profile] | overrides
     t0 = time.perf_counter()
-    res = measure(seed=seed, **settings)
-    on, (lo, hi) = res["ratio_on"], res["ratio_on_ci95"]
-    sh, (slo, shi) = res["ratio_shared"], res["ratio_shared_ci95"]
+    res = describe(measure(seed=seed, **settings))
+    res["wall_time_s"] = time.perf_counter() - t0
+    return res
+
+
+def describe(res: dict) -> dict:
+    """Add the checks, ``met`` and the summary sentence to a :func:`measure` result."""
+    on, ci = res["ratio_on"], res["ratio_on_ci95"]
+    sh, ci_sh = res["ratio_shared"], res["ratio_shared_ci95"]
     res["checks"] = [
-        check("evaluation time, lower layers reused / not (first evaluation)", on, TARGET),
-        check("same, the episodes already stored (a second mechanism)", sh, None),
+        check(
+            "evaluation time, lower layers reused / not (first evaluation)",
+            on,
+            TARGET,
+            ci=ci,
+            ratio=True,
+        ),
+        check(
+            "same, the episodes already stored (a second mechanism)", sh, None, ci=ci_sh, ratio=True
+        ),
         check(
             "results identical with and without reuse (1 = yes)", float(res["identical"]), 1, ">="
         ),
@@ -135,11 +150,9 @@ def run(outputs: Outputs, seed: int = 0, **overrides) -> dict:
     res["summary"] = (
         f"Evaluating {len(res['controls'])} controls on {res['n_test']} K = {res['k']} "
         f"secret-word episodes on {res['model']}: {m['off']:.1f} s with every layer run, "
-        f"{m['on']:.1f} s reusing layers 0..L-1 within the evaluation (median ratio {on:.2f}, "
-        f"95% CI {lo:.2f}-{hi:.2f}; target <= {TARGET}: {verdict(res['checks'][0]['met'])}) and "
-        f"{m['shared']:.1f} s with the episodes already stored (ratio {sh:.2f}, {slo:.2f}-{shi:.2f}), "
-        f"{res['reps']} interleaved repetitions; results identical in every arm: "
-        f"{'yes' if res['identical'] else 'NO'}"
+        f"{m['on']:.1f} s reusing layers 0..L-1 within the evaluation (median ratio "
+        f"{ratio_text(on, ci, digits=2)}) and {m['shared']:.1f} s with the episodes already "
+        f"stored (ratio {ratio_text(sh, ci_sh, digits=2)}), {res['reps']} interleaved "
+        f"repetitions; results identical in every arm: {'yes' if res['identical'] else 'no'}"
     )
-    res["wall_time_s"] = time.perf_counter() - t0
     return res

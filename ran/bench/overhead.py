@@ -17,12 +17,13 @@ import time
 import numpy as np
 import torch
 
-from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
+from ran.bench.store import bootstrap_median_ci, check, section_met
 from ran.evaluation.quality import time_forward
 from ran.injection.config import InjectionConfig
 from ran.injection.models import SMOLLM2, load_model
 from ran.mechanisms.reservoir_slots import inject
 from ran.util.results import Outputs
+from ran.util.wording import ratio_text
 
 TARGET = 1.02  # the overhead budget of the design
 
@@ -129,21 +130,27 @@ def run(outputs: Outputs, seed: int = 0, **overrides) -> dict:
     """Measure and return the ``overhead`` section of ``bench.json`` (with its checks)."""
     settings = PROFILE_SETTINGS[outputs.profile] | overrides
     t0 = time.perf_counter()
-    res = measure(threads=1, seed=seed, **settings)
-    r, (lo, hi) = res["median_ratio"], res["ratio_ci95"]
+    res = describe(measure(threads=1, seed=seed, **settings))
+    res["wall_time_s"] = time.perf_counter() - t0
+    return res
+
+
+def describe(res: dict) -> dict:
+    """Add the checks, ``met`` and the summary sentence to a :func:`measure` result."""
+    r, ci = res["median_ratio"], res["ratio_ci95"]
     extra_ms = res["layer_call"]["injected_ms"] - res["layer_call"]["base_ms"]
     res["checks"] = [
-        check(f"injected / untouched forward time (T = {res['seq_len']})", r, TARGET),
-        check("same, from the extra layer-L work alone", res["ratio_from_layer_cost"], TARGET),
-    ]
+        check(f"injected / untouched forward time (T = {res['seq_len']})", r, TARGET, ci=ci,
+              ratio=True),
+        check("same, from the extra layer-L work alone", res["ratio_from_layer_cost"], TARGET,
+              ratio=True),
+    ]  # fmt: skip
     res["met"] = section_met(res["checks"][:1])
     res["summary"] = (
         f"Injected/untouched forward time on {res['model']} at T = {res['seq_len']}, batch 1: "
-        f"median ratio {r:.3f} (95% CI {lo:.3f}-{hi:.3f}, {res['reps']} interleaved "
-        f"repetitions, 1 thread; untouched {1000 * res['median_plain_s']:.0f} ms, injected "
-        f"{1000 * res['median_injected_s']:.0f} ms); target <= {TARGET}: "
-        f"{verdict(res['checks'][0]['met'])}. The extra work at layer L alone "
+        f"median ratio {ratio_text(r, ci)}, {res['reps']} interleaved repetitions, 1 thread "
+        f"(untouched {1000 * res['median_plain_s']:.0f} ms, injected "
+        f"{1000 * res['median_injected_s']:.0f} ms). The extra work at layer L alone "
         f"({extra_ms:.2f} ms per pass) gives {res['ratio_from_layer_cost']:.4f}"
     )
-    res["wall_time_s"] = time.perf_counter() - t0
     return res

@@ -32,13 +32,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ran.bench.store import bootstrap_median_ci, check, section_met, verdict
+from ran.bench.store import bootstrap_median_ci, check, section_met
 from ran.injection import slots as S
 from ran.injection.config import InjectionConfig
 from ran.injection.models import SMOLLM2, load_model
 from ran.mechanisms.reservoir_slots import inject
 from ran.tasks.data import token_blocks
 from ran.util.results import Outputs
+from ran.util.wording import ratio_text
 
 TARGET = 1.05  # reservoir arm: pass-t_last / pass-1 time must not grow beyond this
 ARMS = ("reservoir", "context")
@@ -208,6 +209,8 @@ def plot(sec: dict, path) -> None:
     """Time per pass vs pass index (log x) for both arms, saved deterministically."""
     from matplotlib.figure import Figure
 
+    from ran.report.figures.axes import log_axis
+
     labels = {"reservoir": "reservoir state carried (injected)", "context": "history in context"}
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")  # no pyplot: no global backend state
     ax = fig.subplots()
@@ -218,8 +221,8 @@ def plot(sec: dict, path) -> None:
         ci = np.array([[1000 * v for v in r["ci95_s"]] for r in rows])
         err = np.clip(np.stack([med - ci[:, 0], ci[:, 1] - med]), 0, None)
         ax.errorbar(t, med, yerr=err, marker="o", capsize=3, color=color, label=labels[arm])
-    ax.set_xscale("log")
-    ax.set_xlabel("pass index t")
+    log_axis(ax, "x", sec["config"]["points"])
+    ax.set_xlabel("pass index t (log scale)")
     ax.set_ylabel("time per pass (ms)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3, which="both")
@@ -238,25 +241,32 @@ def run(outputs: Outputs, cfg: PassCostConfig | None = None) -> dict:
         sec = measure(cfg)
     finally:
         torch.set_num_threads(before)
-    last = cfg.points[-1]
-    ra, rb = sec["ratio"]["reservoir"], sec["ratio"]["context"]
     sec["model"] = cfg.model_name
-    sec["target"] = TARGET
-    sec["checks"] = [
-        check(f"reservoir arm, time(pass {last}) / time(pass 1)", ra["median"], TARGET, "<="),
-        check(f"context arm, time(pass {last}) / time(pass 1)", rb["median"], None),
-    ]
-    sec["met"] = section_met(sec["checks"])
     path = outputs.figure_path(FIGURE)
     plot(sec, path)
     sec["figure"] = outputs.rel(path)
     sec["caption"] = caption(sec)
-    sec["summary"] = (
-        f"With the reservoir state carried, pass {last} costs {ra['median']:.3f}x pass 1 "
-        f"(95% CI {ra['ci95'][0]:.3f}-{ra['ci95'][1]:.3f}; target <= {TARGET}: "
-        f"{verdict(sec['checks'][0]['met'])}); carrying the history in context instead, pass "
-        f"{last} (KV cache of {(last - 1) * cfg.pass_len} tokens) costs {rb['median']:.1f}x "
-        f"pass 1 (95% CI {rb['ci95'][0]:.1f}-{rb['ci95'][1]:.1f})"
-    )
+    describe(sec)
     sec["wall_time_s"] = time.perf_counter() - t0
+    return sec
+
+
+def describe(sec: dict) -> dict:
+    """Add the target, checks, ``met`` and the summary sentence to a measured section."""
+    last, pass_len = sec["config"]["points"][-1], sec["config"]["pass_len"]
+    ra, rb = sec["ratio"]["reservoir"], sec["ratio"]["context"]
+    sec["target"] = TARGET
+    sec["checks"] = [
+        check(f"reservoir arm, time(pass {last}) / time(pass 1)", ra["median"], TARGET, "<=",
+              ci=ra["ci95"], ratio=True),
+        check(f"context arm, time(pass {last}) / time(pass 1)", rb["median"], None,
+              ci=rb["ci95"], ratio=True),
+    ]  # fmt: skip
+    sec["met"] = section_met(sec["checks"])
+    sec["summary"] = (
+        f"With the reservoir state carried, pass {last} takes "
+        f"{ratio_text(ra['median'], ra['ci95'])} times as long as pass 1; carrying the history "
+        f"in context instead, pass {last} (KV cache of {(last - 1) * pass_len} tokens) takes "
+        f"{ratio_text(rb['median'], rb['ci95'], digits=1)} times as long"
+    )
     return sec

@@ -14,8 +14,9 @@ import json
 import math
 import time
 
-from ran.util.results import Outputs, figure, save_results, table, text
+from ran.util.results import Outputs, figure, save_results, table, target, text
 from ran.util.stats import bootstrap_median_ci  # noqa: F401  (used by the benchmarks)
+from ran.util.wording import ratio_text
 
 NAME = "bench"
 SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks", "training", "agent")
@@ -23,10 +24,19 @@ OPS = ("<=", ">=")
 SEED = 0
 
 
-def check(measure: str, value: float | None, target: float | None, op: str = "<=") -> dict:
+def check(
+    measure: str,
+    value: float | None,
+    target: float | None,
+    op: str = "<=",
+    ci: list | tuple | None = None,
+    ratio: bool = False,
+) -> dict:
     """One row of the benchmark table: ``met`` is computed here, never passed in.
 
-    ``target=None`` records a measure without a target (``met`` is None).
+    ``target=None`` records a measure without a target (``met`` is None). ``ci`` is the
+    value's 95% CI when measured; ``ratio`` marks a time ratio (a CI that contains 1 is
+    "within noise", :mod:`ran.util.wording`).
     """
     if op not in OPS:
         raise ValueError(f"op must be one of {', '.join(OPS)}, got {op!r}.")
@@ -34,7 +44,8 @@ def check(measure: str, value: float | None, target: float | None, op: str = "<=
         met = None if target is None else False
     else:
         met = bool(value <= target) if op == "<=" else bool(value >= target)
-    return {"measure": measure, "value": value, "target": target, "op": op, "met": met}
+    return {"measure": measure, "value": value, "target": target, "op": op, "met": met,
+            "ci": None if ci is None else [float(v) for v in ci], "ratio": ratio}  # fmt: skip
 
 
 def verdict(met: bool | None) -> str:
@@ -66,6 +77,13 @@ def update(outputs: Outputs, new: dict) -> dict:
         if missing:
             raise ValueError(f"bench section {name!r} lacks {missing}.")
     sections = load_sections(outputs) | new
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return save_sections(outputs, sections, {k: stamp for k in new})
+
+
+def save_sections(outputs: Outputs, sections: dict, updated: dict) -> dict:
+    """Save ``sections`` (in :data:`SECTIONS` order) with their findings; ``updated``
+    (section -> when it was measured) goes to the file's meta. Returns the sections."""
     ordered = {k: sections[k] for k in SECTIONS if k in sections}
     models = sorted({s["model"] for s in ordered.values() if s.get("model")})
     wall = sum(s["wall_time_s"] for s in ordered.values())
@@ -77,7 +95,7 @@ def update(outputs: Outputs, new: dict) -> dict:
         model_name=", ".join(models) or None,
         wall_time_s=max(wall, 1e-3),
         findings=findings(ordered, outputs),
-        extra_meta={"updated": {k: time.strftime("%Y-%m-%dT%H:%M:%S%z") for k in new}},
+        extra_meta={"updated": updated},
     )
     return ordered
 
@@ -94,10 +112,37 @@ def _target_text(c: dict) -> str:
     return "none" if c["target"] is None else f"{c['op']} {c['target']:g}"
 
 
+def _value_text(c: dict) -> str:
+    """A check's value for a sentence: a time ratio with its CI and "within noise of 1"
+    when the CI contains 1 (:func:`ran.util.wording.ratio_text`)."""
+    if c.get("ratio") and c.get("ci"):
+        return ratio_text(c["value"], c["ci"])
+    return f"{c['value']:.3g}"
+
+
+def target_blocks(sections: dict) -> list[dict]:
+    """One target block per check with a target (met / NOT met, within noise for a ratio
+    whose CI contains 1), for FINDINGS' Targets table."""
+    return [
+        target(
+            f"Bench {name}: {c['measure']}",
+            c["value"],
+            _target_text(c),
+            c["met"],
+            ci=c.get("ci"),
+            ratio=bool(c.get("ratio")),
+        )  # fmt: skip
+        for name, sec in sections.items()
+        for c in sec["checks"]
+        if c["target"] is not None
+    ]
+
+
 def findings(sections: dict, outputs: Outputs) -> list[dict]:
-    """The FINDINGS blocks: the checks table, a headline, the figure and per-section text."""
+    """The FINDINGS blocks: a headline, the measures table, the targets, the figure and
+    per-section text."""
     rows = [
-        [f"{name}: {c['measure']}", c["value"], _target_text(c), verdict(c["met"])]
+        [f"{name}: {c['measure']}", c["value"], c.get("ci") or ""]
         for name, sec in sections.items()
         for c in sec["checks"]
     ]
@@ -105,16 +150,18 @@ def findings(sections: dict, outputs: Outputs) -> list[dict]:
     for name, sec in sections.items():
         c = next((c for c in sec["checks"] if c["target"] is not None), None)
         if c is not None and c["value"] is not None:
-            heads.append(f"{name} {c['value']:.3g} ({_target_text(c)}: {verdict(c['met'])})")
+            heads.append(f"{name}, {c['measure']}: {_value_text(c)}")
     blocks = [
-        {**text(f"`make bench` against its targets: {'; '.join(heads)}."), "headline": True},
+        {**text(f"`make bench`: {'; '.join(heads)}."), "headline": True},
         table(
-            "Benchmarks: each measure, its value, its target and whether the value meets it "
-            "(one `make bench` run on the shared 2-core CPU, 1 torch thread)",
-            ["measure", "value", "target", "met"],
+            "Benchmarks: each measure and its value, with its 95% CI where measured (one `make "
+            "bench` run on the shared 2-core CPU, 1 torch thread); the targets are in the Targets "
+            "table below",
+            ["measure", "value", "95% CI"],
             rows,
             fmt=".4g",
         ),
+        *target_blocks(sections),
     ]
     for name, sec in sections.items():
         blocks.append(text(f"**{name}.** {sec['summary'].rstrip('.')}."))

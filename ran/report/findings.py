@@ -9,20 +9,33 @@ FINDINGS.md is hand-written prose around marker pairs::
 Each marker names a results file (``<results>/01_esn_dynamics.json``); the block
 between the markers is rendered from that file's ``findings`` (tables, figures
 and sentences whose numbers the notebook computed). Nothing between markers is
-typed by hand. The PDF goes pandoc (markdown -> typst source, from the
+typed by hand. Three blocks collect from every results file instead (:data:`COLLECTED`):
+``abstract`` (:mod:`ran.report.abstract`), ``targets`` (every target block in one table,
+:mod:`ran.report.targets`) and ``appendix`` (the training runs by config hash,
+:mod:`ran.report.appendix`); a section's target blocks are not rendered in it. The PDF goes pandoc (markdown -> typst source, from the
 ``pypandoc_binary`` wheel) -> typst (the ``typst`` wheel) -> PDF, offline.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
 from pathlib import Path
 
+from ran.report.abstract import abstract
+from ran.report.appendix import runs_table
 from ran.report.diagram import FILENAME as ARCHITECTURE_PNG
 from ran.report.diagram import save_architecture
+from ran.report.render import (  # noqa: F401  (format_value, MAX_COLUMNS, column_groups: named here)
+    MAX_COLUMNS,
+    column_groups,
+    format_value,
+    render_figure,
+    render_table,
+    render_text,
+    tidy_numbers,
+)
+from ran.report.targets import render_targets
 from ran.util.results import REPO_ROOT, Outputs, check_profile
 
 FINDINGS = REPO_ROOT / "FINDINGS.md"
@@ -30,63 +43,6 @@ MARKER_RE = re.compile(
     r"(<!-- BEGIN GENERATED: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)",
     re.DOTALL,
 )
-
-
-def format_value(value, fmt: str = ".3g") -> str:
-    """Format one table cell: numbers with ``fmt``, pairs as ``[lo, hi]``, None as n/a."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return format(value, fmt)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(format_value(v, fmt) for v in value) + "]"
-    return str(value).replace("|", "\\|")
-
-
-MAX_COLUMNS = 8  # a wider table is typeset as several, each repeating the first column
-
-
-def column_groups(n_cols: int, max_cols: int = MAX_COLUMNS) -> list[list[int]]:
-    """Column indices of each part of a table of ``n_cols`` columns: one part if it fits,
-    else the other columns shared out evenly, each part led by column 0."""
-    if n_cols <= max_cols:
-        return [list(range(n_cols))]
-    rest = list(range(1, n_cols))
-    parts = math.ceil(len(rest) / (max_cols - 1))
-    size = math.ceil(len(rest) / parts)
-    return [[0, *rest[i : i + size]] for i in range(0, len(rest), size)]
-
-
-def render_table(block: dict) -> str:
-    fmt = block.get("fmt", ".3g")
-    cols = block["columns"]
-    for row in block["rows"]:
-        if len(row) != len(cols):
-            raise ValueError(
-                f"table {block['caption']!r} has a row of {len(row)} cells for {len(cols)} columns"
-            )
-    out = []
-    for part, idx in enumerate(column_groups(len(cols))):
-        header = [str(cols[i]).replace("|", "\\|") for i in idx]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in idx) + "|"]
-        for row in block["rows"]:
-            lines.append("| " + " | ".join(format_value(row[i], fmt) for i in idx) + " |")
-        caption = block["caption"]
-        if part:
-            caption = f"(continued) {caption.split(':')[0]}"
-        out.append("\n".join(lines) + f"\n\nTable: {caption}\n")
-    return "\n".join(out)
-
-
-def render_figure(block: dict, md_dir: Path, root: Path) -> str:
-    path = Path(block["path"])
-    target = path if path.is_absolute() else root / path
-    rel = os.path.relpath(target, md_dir)
-    return f"![{block['caption']}]({rel}){{width=90%}}\n"
 
 
 def render_findings(doc: dict, md_dir: Path = REPO_ROOT, root: Path = REPO_ROOT) -> str:
@@ -99,7 +55,9 @@ def render_findings(doc: dict, md_dir: Path = REPO_ROOT, root: Path = REPO_ROOT)
         elif kind == "figure":
             parts.append(render_figure(block, md_dir, root))
         elif kind == "text":
-            parts.append(block["text"].strip() + "\n")
+            parts.append(render_text(block))
+        elif kind == "target":
+            continue  # rendered once, in the Targets table (ran.report.targets)
         else:
             raise ValueError(
                 f"unknown findings block kind {kind!r} in {doc.get('meta', {}).get('name')}"
@@ -151,7 +109,7 @@ def readme_summary(outputs: Outputs, root: Path) -> str:
         if path.exists():
             line = headline(json.loads(path.read_text()))
             if line:
-                rows.append(f"| `{name}` | {line.replace('|', '/')} |")
+                rows.append(f"| `{name}` | {tidy_numbers(line).replace('|', '/')} |")
     parts = ["| result | headline (generated from `data/results`) |", "|---|---|", *rows, ""]
     fig = next((f for f in HEADLINE_FIGURES if (root / f).exists()), None)
     if fig:
@@ -181,6 +139,10 @@ def fill_readme(outputs: Outputs, root: Path) -> bool:
 RUN_OPTIONS = {"04_extended": " --only 04 -p extended true"}
 
 
+# Generated blocks that are not one results file's findings: name -> body from all results.
+COLLECTED = {"abstract": abstract, "targets": render_targets, "appendix": runs_table}
+
+
 def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple[str, list[str]]:
     """Replace every generated block; returns the new text and the names filled."""
     filled = []
@@ -188,7 +150,10 @@ def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple
     def repl(m: re.Match) -> str:
         name = m.group("name")
         path = outputs.results / f"{name}.json"
-        if path.exists():
+        if name in COLLECTED:
+            body = COLLECTED[name](outputs)
+            filled.append(name)
+        elif path.exists():
             body = render_findings(json.loads(path.read_text()), md_dir, root)
             filled.append(name)
         else:
@@ -197,6 +162,11 @@ def fill_markers(text: str, outputs: Outputs, md_dir: Path, root: Path) -> tuple
         return m.group(1) + "\n" + body + "\n" + m.group(4)
 
     return MARKER_RE.sub(repl, text), filled
+
+
+# A long table (the Targets table, the runs appendix) continues on the next page instead of
+# running off this one: pandoc wraps every table in a figure, which typst keeps on one page.
+BREAKABLE_TABLES = "#show figure.where(kind: table): set block(breakable: true)\n"
 
 
 def build_pdf(md_path: Path, pdf_path: Path, root: Path = REPO_ROOT) -> Path:
@@ -220,7 +190,8 @@ def build_pdf(md_path: Path, pdf_path: Path, root: Path = REPO_ROOT) -> Path:
         target = (md_dir / m.group(1)).resolve()
         return f'image("/{target.relative_to(root.resolve())}"'
 
-    typ_path.write_text(re.sub(r'image\("([^"/][^"]*)"', absolutise, src), encoding="utf-8")
+    src = re.sub(r'image\("([^"/][^"]*)"', absolutise, src)
+    typ_path.write_text(BREAKABLE_TABLES + src, encoding="utf-8")
     typst.compile(str(typ_path), output=str(pdf_path), root=str(root))
     return pdf_path
 

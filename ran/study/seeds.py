@@ -246,7 +246,7 @@ def findings(
             + f"With n = {n_seeds} seeds the CIs are wide: |rho| must exceed {rho_crit:.2f} for "
             f"p < {ALPHA:g}, so only a strong monotone relation could have been detected."),
         *([text(
-            f"The word share of r1 variance is {df.sep_real.min():.6f}-{df.sep_real.max():.6f} for "
+            f"The word share of r1 variance is {df.sep_real.min():.4f}-{df.sep_real.max():.4f} for "
             "every seed: with one write template and no context the write pass, hence r1, is a "
             "function of the secret word alone, so this metric cannot rank seeds and is left out "
             "of the correlations.")] if "sep_real" not in metrics else []),

@@ -155,6 +155,20 @@ def must_shows(cmp: dict[str, dict], ks: tuple[int, ...]) -> dict:
             "elapsed_check": elapsed_check(cmp)}  # fmt: skip
 
 
+def no_state_sentence(k: int, c: dict) -> str:
+    """Recall at K = ``k`` of the reservoir against the persistent slots and the stateless
+    model (one entry of :func:`no_state_check`)."""
+    same = "identical" if c["same_as_reset"] else "different"
+    return (
+        f"Recall across passes, K = {k} (chance {c['chance']:.3f}): reservoir "
+        f"{fmt_acc(c['reservoir'])}, persistent slots {fmt_acc(c['static'])} ({same} "
+        f"predictions with the state reset; CI {'covers' if c['static_at_chance'] else 'misses'} "
+        f"chance), stateless model {fmt_acc(c['stateless'])} (CI "
+        f"{'covers' if c['stateless_at_chance'] else 'misses'} chance): the reservoir is "
+        f"{'above' if c['above'] else 'not above'} both (non-overlapping 95% CIs)."
+    )
+
+
 def findings(
     cmp: dict[str, dict],
     cc,
@@ -218,25 +232,28 @@ def findings(
                           + "; ".join(f"{lab}: {msg}" for lab, msg in failed.items()) + "."))  # fmt: skip
     checks = must_shows(cmp, ks)
     for k, c in checks["no_state_check"].items():
-        out.append({"headline": k == headline_k} | R.text(
-            f"Must-show, K = {k} (chance {c['chance']:.3f}): persistent slots "
-            f"{fmt_acc(c['static'])} (predictions identical with the state reset: "
-            f"{'yes' if c['same_as_reset'] else 'NO'}; CI covers chance: "
-            f"{'yes' if c['static_at_chance'] else 'no'}), stateless model "
-            f"{fmt_acc(c['stateless'])} (covers chance: "
-            f"{'yes' if c['stateless_at_chance'] else 'no'}), reservoir "
-            f"{fmt_acc(c['reservoir'])}: reservoir above both with non-overlapping 95% CIs "
-            f"{'met' if c['above'] else 'NOT met'}."))  # fmt: skip
+        out.append({"headline": k == headline_k} | R.text(no_state_sentence(k, c)))
+        out.append(R.target(
+            f"Comparison: reservoir recall above persistent slots and the stateless model, K = {k} "
+            "(must-show)", f"{fmt_acc(c['reservoir'])} vs {c['static']['acc']:.3f} / "
+            f"{c['stateless']['acc']:.3f}", "non-overlapping 95% CIs", c["above"]))  # fmt: skip
     el = checks["elapsed_check"]
     if el:
         ref = next(iter(el.values()))
         out.append(R.text(
             f"Elapsed passes (answers 0..{k_max}, chance {ref['chance']:.3f}, stateless model "
             f"{fmt_acc(ref['stateless'])}): "
-            + "; ".join(f"{lab} {fmt_acc(c['acc'])}, reset {fmt_acc(c['reset'])}, above both "
-                        f"controls with non-overlapping 95% CIs: {'yes' if c['above'] else 'no'}"
+            + "; ".join(f"{lab} {fmt_acc(c['acc'])} (reset {fmt_acc(c['reset'])}), "
+                        f"{'above' if c['above'] else 'not above'} both controls"
                         for lab, c in el.items())
-            + f" ({cc.elapsed_steps} training steps each, KL weight {cc.kl_weight:g})."))  # fmt: skip
+            + f" (non-overlapping 95% CIs; {cc.elapsed_steps} training steps each, KL weight "
+            f"{cc.kl_weight:g})."))  # fmt: skip
+        if "reservoir" in el:
+            c = el["reservoir"]
+            out.append(R.target(
+                "Comparison: elapsed passes, reservoir above its reset and the stateless model "
+                "(must-show)", f"{fmt_acc(c['acc'])} vs {c['reset']['acc']:.3f} / "
+                f"{c['stateless']['acc']:.3f}", "non-overlapping 95% CIs", c["above"]))  # fmt: skip
     out.append(R.figure(
         figure_path, f"Mechanisms on {name}: recall at K = {list(ks)} and elapsed passes (bars: "
         "with state; open squares: state reset; dashed: stateless base model; dotted: chance; 95% "

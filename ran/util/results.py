@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ran.util.atomic import atomic_write_json
+from ran.util.wording import NOISE, spans_one
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "default", "paper")
@@ -150,6 +151,40 @@ def figure(path: Path | str, caption: str, outputs: Outputs | None = None) -> di
 def text(sentence: str) -> dict:
     """A sentence for FINDINGS; build it with f-strings from measured values."""
     return {"kind": "text", "text": sentence}
+
+
+def target(
+    claim: str,
+    value: Any,
+    goal: str,
+    met: bool | None,
+    *,
+    ci: list | tuple | None = None,
+    ratio: bool = False,
+    note: str = "",
+    source: str | None = None,
+) -> dict:
+    """A target a result is held to: one row of FINDINGS' Targets table, never a sentence.
+
+    ``claim`` names what is measured, ``value`` is the measurement (a number, or text such
+    as ``"0.914 [0.853, 0.951]"``), ``goal`` the target expression (``">= 0.95"``) and
+    ``met`` whether the value meets it (None: not measured). For a time ratio
+    (``ratio=True``) whose ``ci`` contains 1 the note reads "within noise": the row still
+    says met or NOT met against its target. ``source`` defaults to the results file the
+    block is saved in (filled by the report).
+    """
+    if ratio and spans_one(ci) and not note:
+        note = NOISE
+    return {
+        "kind": "target",
+        "claim": claim,
+        "value": value,
+        "target": goal,
+        "met": None if met is None else bool(met),
+        "ci": None if ci is None else [float(v) for v in ci],
+        "note": note,
+        "source": source,
+    }
 
 
 def save_results(

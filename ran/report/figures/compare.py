@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ran.report.figures.axes import log_axis
+
 
 def _yerr(stats: list[dict]) -> np.ndarray:
     acc = np.array([s["acc"] for s in stats])
@@ -121,9 +123,9 @@ def scaling_figure(points: list[dict], x_key: str, group_key: str | None = None)
     ticks = sorted({p[x_key] for p in points})
     names = [f"{t / 1e6:.3g}M" if x_key == "model_params" else f"{t:g}" for t in ticks]
     for ax in axes:
-        ax.set(xscale="log", xlabel=xl)
-        ax.xaxis.set_minor_locator(plt.NullLocator())
-        ax.set_xticks(ticks, names, fontsize=7)
+        log_axis(ax, "x", ticks, names)
+        ax.set_xlabel(xl)
+        ax.tick_params(axis="x", labelsize=7)
     axes[0].legend(fontsize=6)
     if group_key:
         axes[1].legend(fontsize=7)

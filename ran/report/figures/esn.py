@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ran.report.figures.axes import log_axis
 from ran.reservoir.config import ReservoirConfig
 from ran.reservoir.dynamics import REGIMES, SATURATION_LEVEL, make_drive
 from ran.reservoir.esn import ReservoirBank
@@ -39,7 +40,7 @@ def metrics_vs_sr(df: pd.DataFrame, units: int) -> plt.Figure:
             ax.plot(m.index, m.values, "o-", ms=3, color=COLORS[reg], label=reg)
             ax.fill_between(m.index, lo.values, hi.values, color=COLORS[reg], alpha=0.2)
         if logy:
-            ax.set_yscale("log")
+            log_axis(ax, "y", max_ticks=7)
             ax.set_ylim(1e-17, 10)  # float64 rounding floor; smaller distances are drawn at it
             ax.axhline(float(df.esp_tol.iloc[0]), color="k", ls=":", lw=1, label="tolerance")
         if col == "lyapunov":
@@ -64,10 +65,10 @@ def mc_vs_units(df: pd.DataFrame) -> plt.Figure:
                     marker="o", capsize=3, label=f"sr = {sr:.2f}")  # fmt: skip
     units = sorted(drv.units.unique())
     ax.plot(units, units, "k:", label="bound MC = N")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("units N")
-    ax.set_ylabel("memory capacity")
+    log_axis(ax, "x", units)
+    log_axis(ax, "y")
+    ax.set_xlabel("units N (log scale)")
+    ax.set_ylabel("memory capacity (log scale)")
     ax.legend(fontsize=8)
     return fig
 
@@ -93,8 +94,8 @@ def boundary_plot(payload: dict) -> plt.Figure:
         ax.plot([], [], "o", color=COLORS[reg], label=reg)
     ax.axhline(1.0, color="grey", ls="--", lw=0.8)
     ax.set_ylim(top=top + 0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("units N")
+    log_axis(ax, "x", [float(u) for u in payload["boundary"]])
+    ax.set_xlabel("units N (log scale)")
     ax.set_ylabel("ESP boundary sr* (95% CI)")
     ax.set_title("arrow: seeds that forget at every sr of the grid\n(hollow: mean of the rest)",
                  fontsize=9)  # fmt: skip
@@ -128,7 +129,8 @@ def live(sr: float, units: int, input_scaling: float, lr: float, steps: int = 30
         )
         axes[j].set_xlabel("step")
         d = np.linalg.norm(x[:, 2 * j] - x[:, 2 * j + 1], axis=-1) / math.sqrt(cfg.units)
-        axes[2].semilogy(np.maximum(d, 1e-300), color=COLORS[reg], label=reg)
+        axes[2].plot(np.maximum(d, 1e-300), color=COLORS[reg], label=reg)
+    log_axis(axes[2], "y", max_ticks=7)
     axes[2].set_ylim(1e-17, 10)
     axes[2].set_title("distance between the two trajectories / sqrt(N)", fontsize=9)
     axes[2].set_xlabel("step")

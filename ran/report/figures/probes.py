@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ran.report.figures.axes import log_axis
+
 STYLE = {
     "reservoir": ("C0", "o", "-"),
     "reset": ("C1", "s", "--"),
@@ -29,8 +31,8 @@ def capacity_curve(ks: list[int], evals: dict[int, dict], controls: tuple[str, .
         ax.errorbar(ks, [s["acc"] for s in st], yerr=_err(st), label=c, color=color,
                     marker=marker, ls=ls, capsize=3)  # fmt: skip
     ax.plot(ks, [1 / k for k in ks], "k:", lw=1, label="chance 1/K")
-    ax.set(xscale="log", xticks=ks, xticklabels=[str(k) for k in ks], ylim=(-0.02, 1.05),
-           xlabel="K (keys = candidates)", ylabel="recall accuracy",
+    log_axis(ax, "x", ks)
+    ax.set(ylim=(-0.02, 1.05), xlabel="K (keys = candidates)", ylabel="recall accuracy",
            title="Secret-word recall across passes")  # fmt: skip
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -64,8 +66,8 @@ def idle_curves(idle_ks: list[int], curves: dict[str, list[dict]], chance: float
         ax.errorbar(x + 1, [s["acc"] for s in st], yerr=_err(st), label=label, marker="o",
                     capsize=3, color=f"C{i}")  # fmt: skip
     ax.axhline(chance, color="k", ls=":", lw=1, label="chance")
-    ax.set(xscale="log", xticks=x + 1, xticklabels=[str(k) for k in idle_ks],
-           ylim=(-0.02, 1.05), xlabel="idle passes k (u = 0) before the question",
+    log_axis(ax, "x", x + 1, [str(k) for k in idle_ks])
+    ax.set(ylim=(-0.02, 1.05), xlabel="idle passes k (u = 0) before the question (log scale)",
            ylabel="recall accuracy", title="Idle retention")  # fmt: skip
     ax.legend(fontsize=8)
     fig.tight_layout()

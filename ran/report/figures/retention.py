@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ran.report.figures.axes import log_axis
+
 
 def _frame(curves: dict[str, list[dict]], axis: str, controls) -> pd.DataFrame:
     rows = []
@@ -96,7 +98,7 @@ def tradeoff(ax, rows: pd.DataFrame, chance: float, target_pct: float = 1.0):
             for xi, yi, w in zip(x, g.acc, g.kl_weight, strict=True):
                 ax.annotate(f"KL {w:g}", (xi, yi), textcoords="offset points", xytext=(6, -10),
                             fontsize=7)  # fmt: skip
-    ax.set_xscale("log")
+    log_axis(ax, "x")
     ax.set_xlim(left, x_all.max() * 2)
     ax.axvspan(left, target_pct, color="green", alpha=0.1, label=f"H1: |dPPL| <= {target_pct:g}%")
     ax.axhline(chance, color="grey", ls=":", label="chance")

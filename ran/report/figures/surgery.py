@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ran.report.figures.axes import log_axis
 from ran.reservoir.dynamics import SATURATION_LEVEL
 
 
@@ -70,8 +71,8 @@ def pooling_curves(sweeps: dict[str, dict], stats: dict[str, dict], sr: float, m
         axes[1].plot(sc, np.asarray(sw["pr"]).mean(0)[k], "o-", label=lab)
     axes[0].axhline(max_sat, color="k", ls=":", lw=1, label=f"saturation budget {max_sat:g}")
     for ax, title in zip(axes, ["saturation", "participation ratio of the states"], strict=True):
-        ax.set_xscale("log")
-        ax.set_xlabel("input_scaling")
+        log_axis(ax, "x", sc)
+        ax.set_xlabel("input_scaling (log scale)")
         ax.set_title(f"{title} at sr = {sr:g}", fontsize=10)
         ax.legend(fontsize=8)
     return fig

@@ -75,11 +75,43 @@ def test_target_flags_agree_with_the_numbers(bench):
             elif c["value"] is not None:
                 assert c["met"] == _holds(c), (name, c)
         assert sec["met"] == all(c["met"] for c in targeted), name
-        assert store.verdict(targeted[0]["met"]) in sec["summary"], name
+        assert " met" not in sec["summary"] and "target" not in sec["summary"], name
     table = next(b for b in doc["findings"] if b["kind"] == "table")
-    assert table["columns"] == ["measure", "value", "target", "met"]
+    assert table["columns"] == ["measure", "value", "95% CI"]
     flat = [c for sec in doc["results"].values() for c in sec["checks"]]
-    assert [row[3] for row in table["rows"]] == [store.verdict(c["met"]) for c in flat]
+    assert [row[1] for row in table["rows"]] == [c["value"] for c in flat]
+    targets = [b for b in doc["findings"] if b["kind"] == "target"]  # the Targets table's rows
+    assert [(t["value"], t["met"]) for t in targets] == [
+        (c["value"], c["met"]) for c in flat if c["target"] is not None
+    ]
+
+
+def test_describe_rebuilds_checks_and_summary_from_the_stored_section(bench):
+    """``python -m ran bench refresh``: each section's sentence and checks follow from its
+    stored numbers alone, so rebuilding them changes nothing."""
+    import importlib
+
+    from ran.bench import BENCHES
+
+    _, doc = bench
+    for section, module in BENCHES.values():
+        if section == "notebooks":  # read again from the results files, not described
+            continue
+        stored = doc["results"][section]
+        again = importlib.import_module(module).describe(json.loads(json.dumps(stored)))
+        assert again["summary"] == stored["summary"], section
+        assert json.loads(json.dumps(again["checks"])) == stored["checks"], section
+
+
+def test_a_ratio_whose_ci_contains_1_is_within_noise():
+    sec = {"checks": [store.check("t", 0.96, 1.02, ci=[0.81, 1.12], ratio=True),
+                      store.check("u", 1.04, 1.05, ci=[1.03, 1.05], ratio=True),
+                      store.check("v", 0.96, 1.02, ci=[0.81, 1.12])], "summary": "s"}  # fmt: skip
+    noise, clear, not_ratio = store.target_blocks({"x": sec})
+    assert noise["met"] is True and noise["note"] == "within noise"
+    assert clear["note"] == "" and not_ratio["note"] == ""
+    head = store.findings({"x": sec}, Outputs("smoke"))[0]["text"]
+    assert "0.960 (95% CI 0.810-1.120; within noise of 1)" in head and " met" not in head
 
 
 def test_pass_cost_section_measures_both_arms_at_every_point(bench):
@@ -120,7 +152,7 @@ def test_notebooks_table_reads_wall_times_from_results_meta(tmp_path):
     # missing notebooks: the 45-minute target cannot be met
     assert sec["checks"][0]["value"] is None and sec["met"] is False
     assert sec["checks"][2]["value"] == 20.0  # the longest, no target
-    assert "NOT met" in sec["summary"] and "03, 04" in sec["summary"]
+    assert "03, 04" in sec["summary"] and "met" not in sec["summary"]
     for nb in ("03", "04", "06", "07"):
         save_results(f"{nb}_x", {}, outputs, seed=0, wall_time_s=300.0)
     sec = notebooks.run(outputs)

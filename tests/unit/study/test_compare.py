@@ -102,8 +102,13 @@ def test_compare_all_and_its_findings(setup, compared, monkeypatch):
     blocks = T.findings(done, cc, base.generation, out.figure_path("cmp.png"), out,
                         headline_k=cc.ks[-1])  # fmt: skip
     assert [b["kind"] for b in blocks].count("table") == 2 and blocks[-1]["kind"] == "figure"
-    musts = [b for b in blocks if b.get("text", "").startswith("Must-show")]
+    musts = [b for b in blocks if b.get("text", "").startswith("Recall across passes")]
     assert len(musts) == len(cc.ks) and [b["headline"] for b in musts] == [False, True]
+    targets = [b for b in blocks if b["kind"] == "target"]  # one per K, and elapsed
+    assert [t["met"] for t in targets[: len(cc.ks)]] == [
+        c["above"] for c in T.must_shows(done, cc.ks)["no_state_check"].values()
+    ]
+    assert not any(" met" in b.get("text", "") for b in blocks)
     assert sum("Elapsed passes" in b.get("text", "") for b in blocks) == 1
     assert not any("Failed" in b.get("text", "") for b in blocks)
     with pytest.raises(ValueError, match="must include"):

@@ -74,20 +74,26 @@ def _point(w, d0, d8, dppl, q_open=0.9, t_open=0.5):
     )  # fmt: skip
 
 
-def test_tradeoff_findings_say_whether_both_targets_are_met():
+def test_tradeoff_findings_state_results_and_hold_them_to_targets():
     from ran.study.h1_tradeoff import tradeoff_findings, tradeoff_rows
 
     miss = [_point(3, 0.95, 0.9, 40.0), _point(10, 0.5, 0.45, 5.0, q_open=0.2, t_open=0.1)]
-    tab, sent = tradeoff_findings(miss, "decoded", dict(dppl_pct=4000.0))
-    assert (
-        "No weight meets both targets" in sent["text"] and "+5.00% at KL weight 10" in sent["text"]
-    )
+    tab, sent, *targets = tradeoff_findings(miss, "decoded", dict(dppl_pct=4000.0))
+    assert "+5.00% at KL weight 10" in sent["text"] and " met" not in sent["text"]
+    assert "highest recall at d = 0, 0.950" in sent["text"] and "+40.00%" in sent["text"]
     assert "hardly tells" in sent["text"]  # 0.2 at the questions vs 0.1 on text: < 3x
-    assert [r[0] for r in tab["rows"]] == ["0 (decoded)", 3, 10] and tab["rows"][0][5] == "NO"
+    assert [r[0] for r in tab["rows"]] == ["0 (decoded)", 3, 10] and tab["rows"][0][4] == "+4000.00"
+    assert "within 1%" not in tab["columns"]
+    # one H1 target per weight, then recall and H1 together: all NOT met
+    assert [t["kind"] for t in targets] == ["target"] * 3
+    assert [t["met"] for t in targets] == [False, False, False]
     hit = [*miss, _point(30, 0.93, 0.91, 0.5, q_open=0.9, t_open=0.01)]
-    sent = tradeoff_findings(hit)[1]["text"]
-    assert "are met at KL weight 30" in sent and "tells the held-out questions" in sent
+    blocks = tradeoff_findings(hit)
+    sent, together = blocks[1]["text"], blocks[-1]
+    assert "+0.50% at KL weight 30" in sent and "tells the held-out questions" in sent
     assert "hardly" not in sent
+    assert together["met"] is True and together["value"].startswith("KL 30:")
+    assert [t["met"] for t in blocks[2:-1]] == [False, False, True]
     rows = tradeoff_rows(hit)
     assert len(rows) == 6 and {r["condition"] for r in rows} == {"d=0", "d=8"}
     assert tradeoff_findings([]) == []

@@ -23,6 +23,10 @@ def _texts(blocks: list[dict]) -> list[str]:
     return [b["text"] for b in blocks if b["kind"] == "text"]
 
 
+def _targets(blocks: list[dict]) -> list[dict]:
+    return [b for b in blocks if b["kind"] == "target"]
+
+
 # ----------------------------------------------------------------------------- 03: ran.study.h1
 def _ev(acc: float, chance: float = 0.25) -> dict:
     out = {c: _s(acc if c == "reservoir" else chance) for c in CONTROLS}
@@ -64,7 +68,7 @@ def test_h1_findings_blocks_and_tables():
 
     args, kwargs = _h1_inputs()
     out = h1.findings(*args, **kwargs)
-    assert len(out) == 15
+    assert len(out) == 20 and sum(b["kind"] == "target" for b in out) == 5
     probes, ppl, gen, runs = (b for b in out if b["kind"] == "table")
     assert probes["columns"] == ["probe", "n", "chance", *CONTROLS]
     assert [r[0] for r in probes["rows"]] == [
@@ -73,38 +77,57 @@ def test_h1_findings_blocks_and_tables():
     ]  # fmt: skip
     assert ppl["columns"] == ["condition", "PPL", "ΔPPL (%)"] and len(ppl["rows"]) == 4
     assert runs["columns"] == h1.RUN_COLUMNS
-    assert runs["rows"] == [["secret_word K=16", "abc", 0.02, 100, 2, 0.9, 2.0, False]]
+    assert runs["rows"] == [["secret_word K=16", 0.02, 100, 2, 0.9, 2.0, False]]  # no hash
+    assert ppl["rows"][0] == ["base", "10.0000", "+0.000"]
     text = " ".join(_texts(out))
-    assert "recall >= 0.95 at K=16: met (0.970 [0.950, 0.990], n = 100)" in text
-    assert "Aim >= 0.9 at K=16: reached" in text
-    assert "Target ΔPPL within 1% after training: met (+0.500%" in text
-    assert "non-overlapping 95% CIs met" in text  # 0.8 +- 0.02 vs 0.2 +- 0.02
-    assert "(2 cores, 1 torch threads) (within the 10-minute budget)" in text
-    assert out[3]["path"] == "c.png" and "among [16]" in out[3]["caption"]
+    assert "Recall at K = 16 is 0.970 [0.950, 0.990] (n = 100; reset control 0.062" in text
+    assert "After training, held-out ΔPPL is +0.500%" in text
+    assert "above both controls (non-overlapping 95% CIs)" in text  # 0.8 +- 0.02 vs 0.2
+    assert "(2 cores, 1 torch threads)." in text
+    assert "NLL 2.3026 for both, exactly equal" in text and "ΔPPL = 0 exactly" in text
+    assert "median time ratio 1.020 (IQR 1.000-1.050; within noise of 1)" in text
+    assert " met" not in text and "target" not in text.lower() and "budget" not in text
+    assert [(t["claim"].split(": ", 1)[1], t["met"]) for t in _targets(out)] == [
+        ("secret-word recall at K = 16 (must-show)", True),
+        ("secret-word recall at K = 16 (aim)", True),
+        ("elapsed passes, reservoir above the reset and stateless controls (must-show)", True),
+        ("held-out ΔPPL after training, state carried from a probe pass", True),
+        ("longest training run (minutes of wall time)", True),
+    ]
+    assert {t["source"] for t in _targets(out)} == {"03_h1_nondestruction"}
+    figs = [b for b in out if b["kind"] == "figure"]
+    assert figs[0]["path"] == "c.png" and "among [16]" in figs[0]["caption"]
 
 
-@pytest.mark.parametrize(("acc", "verdict"), [(0.95, "met"), (0.949, "NOT met")])
-def test_h1_recall_target_flips_at_its_threshold(acc, verdict):
+@pytest.mark.parametrize(("acc", "met"), [(0.95, True), (0.949, False)])
+def test_h1_recall_target_flips_at_its_threshold(acc, met):
     from ran.study import h1
 
-    s = h1.recall_sentence({16: {"reservoir": _s(acc)}, 64: {"reservoir": _s(0.5)}}, [16, 64])
-    assert s.startswith(f"Must-show, recall >= 0.95 at K=16: {verdict} (")
-    assert "Aim >= 0.9 at K=64: not reached" in s
-    without_16 = h1.recall_sentence({8: {"reservoir": _s(0.95)}}, [8])
-    assert without_16.startswith("Aim >= 0.9 at K=8: reached")  # no must-show without K = 16
+    cap = {16: _ev(acc, 1 / 16), 64: _ev(0.5, 1 / 64)}
+    s = h1.recall_sentence(cap, [16, 64])
+    assert s.startswith(f"Recall at K = 16 is {acc:.3f} [") and "At K = 64: 0.500" in s
+    must, aim = h1.recall_targets(cap, [16, 64])
+    assert (
+        must["met"] is met
+        and must["target"] == ">= 0.95"
+        and must["value"].startswith(f"{acc:.3f}")
+    )
+    assert aim["met"] is False and aim["target"] == ">= 0.9"
+    (only,) = h1.recall_targets({8: _ev(0.95)}, [8])  # no must-show without K = 16
+    assert only["met"] is True and "K = 8 (aim)" in only["claim"]
 
 
 def test_h1_dppl_and_budget_targets_flip_at_their_thresholds():
     from ran.study import h1
 
-    assert ": met (-1.000%" in h1.dppl_sentence(-1.0, 0.0, 5)
-    assert ": NOT met (+1.010%" in h1.dppl_sentence(1.01, 0.0, 5)
-    assert "(within the 10-minute budget)" in h1.budget_sentence(10.0, 2, 1)
-    assert "(over the 10-minute budget)" in h1.budget_sentence(10.01, 2, 1)
+    assert h1.dppl_target(-1.0)["met"] is True and h1.dppl_target(1.01)["met"] is False
+    assert h1.dppl_target(1.01)["value"] == "+1.010%"
+    assert h1.budget_target(10.0)["met"] is True and h1.budget_target(10.01)["met"] is False
     args, kwargs = _h1_inputs(k16_acc=0.9, d_trained=-2.0, wall_s=11 * 60)
-    text = " ".join(_texts(h1.findings(*args, **kwargs)))
-    assert "at K=16: NOT met" in text and "after training: NOT met (-2.000%" in text
-    assert "11.0 minutes" in text and "over the 10-minute budget" in text
+    out = h1.findings(*args, **kwargs)
+    assert [t["met"] for t in _targets(out)] == [False, True, True, False, False]
+    text = " ".join(_texts(out))
+    assert "held-out ΔPPL is -2.000%" in text and "11.0 minutes" in text
 
 
 # ----------------------------------------------------------------------------- 04: scaling, claims
@@ -205,7 +228,7 @@ def test_seed_findings_table_and_the_constant_word_share():
     text = " ".join(_texts(out))
     assert "Picked on validation, seed 1 (val 0.700, 7/10) scores 0.600 on test" in text
     assert "At the 5% level the seeds' test accuracies are compatible" in text
-    assert "The word share of r1 variance is 1.000000-1.000000 for every seed" in text
+    assert "The word share of r1 variance is 1.0000-1.0000 for every seed" in text
     assert "rank 1 of 3 on test" in text and "3 reservoir seeds (0-2; N = 512, sr = 0.9" in text
 
 
