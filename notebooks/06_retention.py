@@ -137,10 +137,11 @@ kl_cfgs = H1T.kl_plan(base, best_lr, best_sr, ints(kl_weights, float, allow_empt
 jobs.train_all(
     [*configs.values(), *kl_cfgs.values(), *([large_cfg] if large_cfg else [])], outputs
 )  # 2 workers
-measured, train_s = {}, 0.0
+measured, train_s, runs = {}, 0.0, {}  # runs: hash, loaded, wall time of every training
 for label, cfg in configs.items():
     run = train(cfg, outputs, progress=False)
     train_s += 0 if run.loaded else run.wall_time_s
+    runs[label] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
     refs = results.parse_list(ref_rows, str, allow_empty=True)
     nt = ref_n_test if label.split(" ")[0] in refs else n_test
     measured[label] = RT.study(run, outputs, ints(d_list), ints(idle_list), nt)
@@ -167,6 +168,7 @@ tradeoff = []
 for label, cfg in kl_cfgs.items():
     run = train(cfg, outputs, progress=False)
     train_s += 0 if run.loaded else run.wall_time_s
+    runs[label] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
     tradeoff.append(H1T.tradeoff_point(run, outputs, n_test))
     p = tradeoff[-1]
     print(label, run.hash, round(p["d0"]["reservoir"]["acc"], 3), round(p["d"]["reservoir"]["acc"], 3),
@@ -180,6 +182,7 @@ for label, cfg in kl_cfgs.items():
 large = None
 if large_cfg is not None:
     run = train(large_cfg, outputs, progress=False)
+    runs[f"K = {k_large}"] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
     large = dict(hash=run.hash, train_min=run.wall_time_s / 60,
                  d0=RT.evaluate_condition(run, outputs, n_test, RT.POINT_CONTROLS),
                  d8=RT.evaluate_condition(run, outputs, n_test, RT.CURVE_CONTROLS, distractors=(8,)))  # fmt: skip
@@ -219,7 +222,7 @@ trade_blocks = H1T.tradeoff_findings(tradeoff, best_label, h1.get(best_label), t
 findings = RTF.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
                        trade_blocks)  # fmt: skip
 payload = dict(configs={lb: c.to_dict() | {"hash": c.config_hash()} for lb, c in configs.items()},
-               measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, adapter=adapter, h1=h1,
+               measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, runs=runs, adapter=adapter, h1=h1,
                compute_s=compute_s, n_train_keys=len(keys), probe_params=probe_params | {"train_keys": len(keys)})  # fmt: skip
 path = results.save_results("06_retention", payload, outputs, seed=seed, model_name=model_name,
                             wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip

@@ -152,10 +152,32 @@ def default_lanes(profile: str) -> int:
     return 1 if profile == "smoke" or cores < 2 else 2
 
 
-def schedule_order(notebooks: list[Path], last_wall: dict[str, float]) -> list[Path]:
-    """The notebooks, longest first by ``last_wall`` (stem -> seconds; unknown: 0), ties
-    in number order. :func:`run` starts the first of them whose dependencies are done."""
-    return sorted(notebooks, key=lambda p: (-float(last_wall.get(p.stem, 0.0)), p.name))
+def cold_seconds(meta: dict) -> dict[str, float]:
+    """Each notebook's cold wall time as last recorded (``pipeline.json`` meta): its own
+    seconds plus the training seconds of the runs it loaded from the cache."""
+    runs = meta.get("runs") or {}
+    return {
+        stem: float(wall) + sum((runs.get(stem) or {}).get("loaded", {}).values())
+        for stem, wall in (meta.get("timing") or {}).items()
+    }
+
+
+def schedule_order(notebooks: list[Path], seconds: dict[str, float]) -> list[Path]:
+    """The notebooks by the longest chain each one starts (its ``seconds``, stem ->
+    expected seconds, unknown: 0, plus the longest chain of the notebooks that wait for
+    it, :data:`DEPENDS`), longest first, ties in number order. :func:`run` starts the
+    first of them whose dependencies are done."""
+    by_nb = {p.name[:2]: p for p in notebooks}
+    chain: dict[str, float] = {}
+
+    def length(nb: str) -> float:
+        if nb not in chain:
+            after = [d for d, deps in DEPENDS.items() if nb in deps and d in by_nb]
+            own = float(seconds.get(by_nb[nb].stem, 0.0))
+            chain[nb] = own + max((length(d) for d in after), default=0.0)
+        return chain[nb]
+
+    return sorted(notebooks, key=lambda p: (-length(p.name[:2]), p.name))
 
 
 def _waits_for(src: Path, chosen: set[str]) -> set[str]:
@@ -180,7 +202,9 @@ def run(
     lanes: int | None = None,
 ) -> RunReport:
     """Run the selected notebooks of ``profile``, ``lanes`` at once (None:
-    :func:`default_lanes`); stop starting notebooks at the first failure."""
+    :func:`default_lanes`); stop starting notebooks at the first failure. With lanes,
+    ``only`` given by number is also the order they start in (dependencies permitting),
+    otherwise :func:`schedule_order` of the last recorded cold times."""
     outputs = Outputs(check_profile(profile))
     notebooks = select(list_notebooks(notebook_dir), only)
     if not notebooks:
@@ -201,7 +225,13 @@ def run(
             speed = machine.snapshot()
             _finish(report, outputs, src, executed, wall, before, speed, started, html, t_run)
         return report
-    _run_lanes(report, outputs, notebooks, parameters, html, t_run)
+    order = None  # an explicit --only list is also the order in which lanes start them
+    if only:
+        named = [o.strip().zfill(2)[:2] for item in only for o in str(item).split(",") if o.strip()]
+        order = sorted(
+            notebooks, key=lambda p: named.index(p.name[:2]) if p.name[:2] in named else 99
+        )
+    _run_lanes(report, outputs, notebooks, parameters, html, t_run, order)
     return report
 
 
@@ -222,7 +252,7 @@ def _finish(report, outputs, src, executed, wall, before, after, started, html, 
     _record_timing(outputs, report)
 
 
-def _run_lanes(report, outputs, notebooks, parameters, html, t_run) -> None:
+def _run_lanes(report, outputs, notebooks, parameters, html, t_run, order=None) -> None:
     """:func:`run` with ``report.lanes`` notebooks at once, in spawned processes."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -230,8 +260,7 @@ def _run_lanes(report, outputs, notebooks, parameters, html, t_run) -> None:
     from ran.bench import machine
     from ran.bench.notebooks import _pipeline_meta
 
-    old = _pipeline_meta(outputs).get("timing") or {}
-    pending = schedule_order(notebooks, old)
+    pending = order or schedule_order(notebooks, cold_seconds(_pipeline_meta(outputs)))
     chosen = {p.name[:2] for p in notebooks}
     done: set[str] = set()
     params = {"threads": 1} | dict(parameters or {})
