@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-html", action="store_true", help="skip the HTML export")
     run.add_argument(
         "--lanes", type=int, default=None,
-        help="notebooks run at once, 1 torch thread each (default: 2 on 2+ cores, 1 for smoke)",
+        help="notebooks run at once, 1 torch thread each (default 1: in order, as before)",
     )  # fmt: skip
 
     rep = sub.add_parser("report", help="fill FINDINGS.md from data/results and build the PDF")

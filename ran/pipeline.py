@@ -8,15 +8,18 @@ with ``profile=P`` injected into its ``parameters`` cell, exports HTML to
 ``<results>/pipeline.json``. A failing notebook stops the run with one line that
 names it and the error it raised.
 
-Lanes. With one lane the notebooks run in order, each with the torch threads its
-``threads`` parameter asks for. With ``lanes`` > 1 (default: 2 on a machine of 2 or
-more cores, outside the smoke profile) up to that many notebooks run at once, each in
-its own process with ``threads = 1``, ``OMP_NUM_THREADS=1`` and its trainings
-in-process (``RAN_TRAIN_WORKERS=1``): on this 2-core CPU two 1-thread processes do
-more work per second than one 2-thread process, and a 1-thread training is
-bit-identical to a 1-thread worker's. A notebook starts when the notebooks it reads
-(:data:`DEPENDS`) have finished, longest first by the last recorded wall times; a
-failure lets the running ones finish and starts no other.
+Lanes. With one lane (the default) the notebooks run in order, each with the torch
+threads its ``threads`` parameter asks for (and its trainings in 2 one-thread workers,
+:func:`ran.training.jobs.train_all`). With ``lanes`` > 1 (``--lanes N`` or
+``RAN_PIPELINE_LANES``) up to that many notebooks run at once, each in its own process
+with ``threads = 1``, ``OMP_NUM_THREADS=1`` and its trainings in-process
+(``RAN_TRAIN_WORKERS=1``; a 1-thread training is bit-identical to a 1-thread worker's).
+A notebook starts when the notebooks it reads (:data:`DEPENDS`) have finished, by the
+longest chain it starts (:func:`schedule_order`); a failure lets the running ones finish
+and starts no other. Lanes are opt-in: on this 2-core CPU two 1-thread processes train
+faster than one 2-thread process, but a whole notebook at 1 thread is slower, and the
+longest notebook bounds the run; no clean measurement has shown lanes shorten a cold
+``make all`` yet.
 """
 
 from __future__ import annotations
@@ -137,19 +140,14 @@ def run_notebook(
 
 
 def default_lanes(profile: str) -> int:
-    """Notebooks run at once: ``RAN_PIPELINE_LANES`` if set, else 2 on a machine of 2 or
-    more cores (1 in the smoke profile, whose notebooks take seconds to a few minutes)."""
+    """Notebooks run at once: ``RAN_PIPELINE_LANES`` if set, else 1 (see the module doc)."""
     raw = os.environ.get("RAN_PIPELINE_LANES")
-    if raw is not None:
-        try:
-            return max(1, int(raw))
-        except ValueError:
-            raise ValueError(f"RAN_PIPELINE_LANES must be an integer, got {raw!r}") from None
+    if raw is None:
+        return 1
     try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return 1 if profile == "smoke" or cores < 2 else 2
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"RAN_PIPELINE_LANES must be an integer, got {raw!r}") from None
 
 
 def cold_seconds(meta: dict) -> dict[str, float]:

@@ -139,6 +139,16 @@ def test_lanes_stop_at_a_failure_and_skip_its_dependents(tmp_path, monkeypatch):
     assert not (tmp_path / "ran_06").exists()
 
 
+def test_default_lanes_is_one_unless_asked(monkeypatch):
+    monkeypatch.delenv("RAN_PIPELINE_LANES", raising=False)
+    assert pipeline.default_lanes("default") == 1
+    monkeypatch.setenv("RAN_PIPELINE_LANES", "2")
+    assert pipeline.default_lanes("default") == 2
+    monkeypatch.setenv("RAN_PIPELINE_LANES", "two")
+    with pytest.raises(ValueError, match="RAN_PIPELINE_LANES must be an integer"):
+        pipeline.default_lanes("default")
+
+
 def test_schedule_order_longest_chain_first():
     nbs = [pipeline.Path(f"{n}.py") for n in ("01_a", "03_b", "04_c", "06_d", "07_e")]
     order = pipeline.schedule_order(nbs, {"03_b": 60.0, "04_c": 600.0})
