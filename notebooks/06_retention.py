@@ -137,12 +137,12 @@ kl_cfgs = H1T.kl_plan(base, best_lr, best_sr, ints(kl_weights, float, allow_empt
 jobs.train_all(
     [*configs.values(), *kl_cfgs.values(), *([large_cfg] if large_cfg else [])], outputs
 )  # 2 workers
+refs = results.parse_list(ref_rows, str, allow_empty=True)
 measured, train_s, runs = {}, 0.0, {}  # runs: hash, loaded, wall time of every training
 for label, cfg in configs.items():
     run = train(cfg, outputs, progress=False)
     train_s += 0 if run.loaded else run.wall_time_s
     runs[label] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
-    refs = results.parse_list(ref_rows, str, allow_empty=True)
     nt = ref_n_test if label.split(" ")[0] in refs else n_test
     measured[label] = RT.study(run, outputs, ints(d_list), ints(idle_list), nt)
     if label == next(iter(configs)):  # the best run: the library's fact-memory adapter, H1, grid

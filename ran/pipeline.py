@@ -66,12 +66,21 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(p for p in Path(notebook_dir).glob("*.py") if _NB_RE.match(p.name))
 
 
+def _named(only: list[str]) -> list[str]:
+    """The numbers (``03``) and stems (``03_h1...``) named in ``only`` ("1,3", ["04"]), in order."""
+    names = [o.strip() for item in only for o in str(item).split(",") if o.strip()]
+    return [n.zfill(2) if n.isdigit() else n for n in names]
+
+
+def _matches(p: Path, name: str) -> bool:
+    return name in (p.name[:2], p.stem)
+
+
 def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
     """Keep the notebooks whose number (``03``) or stem (``03_h1...``) is in ``only``."""
     if not only:
         return notebooks
-    wanted = {o.strip() for item in only for o in str(item).split(",") if o.strip()}
-    wanted = {w.zfill(2) if w.isdigit() else w for w in wanted}
+    wanted = set(_named(only))
     chosen = [p for p in notebooks if p.name[:2] in wanted or p.stem in wanted]
     found = {p.name[:2] for p in chosen} | {p.stem for p in chosen}
     missing = sorted(wanted - found)
@@ -139,7 +148,7 @@ def run_notebook(
     return executed, time.perf_counter() - t0
 
 
-def default_lanes(profile: str) -> int:
+def default_lanes() -> int:
     """Notebooks run at once: ``RAN_PIPELINE_LANES`` if set, else 1 (see the module doc)."""
     raw = os.environ.get("RAN_PIPELINE_LANES")
     if raw is None:
@@ -207,7 +216,7 @@ def run(
     notebooks = select(list_notebooks(notebook_dir), only)
     if not notebooks:
         raise PipelineError(f"no numbered notebooks found in {notebook_dir}")
-    lanes = default_lanes(profile) if lanes is None else int(lanes)
+    lanes = default_lanes() if lanes is None else int(lanes)
     if lanes < 1:
         raise ValueError(f"lanes must be >= 1, got {lanes}")
     from ran.bench import machine  # torch: only when notebooks are run
@@ -225,9 +234,9 @@ def run(
         return report
     order = None  # an explicit --only list is also the order in which lanes start them
     if only:
-        named = [o.strip().zfill(2)[:2] for item in only for o in str(item).split(",") if o.strip()]
+        named = _named(only)
         order = sorted(
-            notebooks, key=lambda p: named.index(p.name[:2]) if p.name[:2] in named else 99
+            notebooks, key=lambda p: next(i for i, n in enumerate(named) if _matches(p, n))
         )
     _run_lanes(report, outputs, notebooks, parameters, html, t_run, order)
     return report
@@ -291,10 +300,8 @@ def _run_lanes(report, outputs, notebooks, parameters, html, t_run, order=None) 
                 done.add(src.name[:2])
                 after = machine.snapshot()
                 _finish(report, outputs, src, executed, wall, before, after, started, html, t_run)
-    if failure is not None:
+    if failure is not None:  # dependencies outside the run never block, so nothing else is left
         raise failure
-    if pending:  # only when a dependency is not in this run and never finished
-        raise PipelineError(f"not run: {', '.join(p.stem for p in pending)}")
 
 
 def _record_timing(outputs: Outputs, report: RunReport) -> None:

@@ -173,7 +173,7 @@ def describe(sec: dict) -> dict:
             "all notebooks, wall time of one run (minutes)",
             wall if not missing else None,
             TARGET_MINUTES,
-        ),  # fmt: skip
+        ),
         check("all notebooks, sum of their minutes", total if not missing else None, None),
         check("longest notebook (minutes)", longest["minutes"] if longest else None, None),
         check(

@@ -141,12 +141,12 @@ def test_lanes_stop_at_a_failure_and_skip_its_dependents(tmp_path, monkeypatch):
 
 def test_default_lanes_is_one_unless_asked(monkeypatch):
     monkeypatch.delenv("RAN_PIPELINE_LANES", raising=False)
-    assert pipeline.default_lanes("default") == 1
+    assert pipeline.default_lanes() == 1
     monkeypatch.setenv("RAN_PIPELINE_LANES", "2")
-    assert pipeline.default_lanes("default") == 2
+    assert pipeline.default_lanes() == 2
     monkeypatch.setenv("RAN_PIPELINE_LANES", "two")
     with pytest.raises(ValueError, match="RAN_PIPELINE_LANES must be an integer"):
-        pipeline.default_lanes("default")
+        pipeline.default_lanes()
 
 
 def test_schedule_order_longest_chain_first():
