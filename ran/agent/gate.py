@@ -90,8 +90,11 @@ class OutputGate:
         return "stateful" if self.use_state else "stateless"
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of raw features ``x`` (D,) or (T, D)."""
-        return ((x - self.mean) / self.std) @ self.weight + self.bias
+        """Logits of raw features ``x`` (D,) or (T, D), in float64: standardised features of
+        an unusual pass can be large, and a float32 dot product of large terms depends on the
+        kernel's summation order (it differed between a gate and its reloaded copy)."""
+        z = (x.double() - self.mean.double()) / self.std.double()
+        return z @ self.weight.double() + self.bias
 
     def prob(self, hidden, state, kind: str) -> float:
         x = features(hidden, state, kind, self.hidden_size, self.units, self.use_state)
