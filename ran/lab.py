@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ran.pipeline import NOTEBOOK_DIR, to_ipynb
+from ran.pipeline import to_ipynb
+from ran.report.notebooks import NOTEBOOK_DIR
 
 # User settings that keep a fresh JupyterLab quiet and predictable: no "Select
 # Kernel" dialog on opening a notebook (its preferred kernel starts), every cell

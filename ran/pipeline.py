@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ran.report.notebooks import NOTEBOOK_DIR, list_notebooks
 from ran.util.atomic import atomic_write
-from ran.util.results import REPO_ROOT, Outputs, check_profile, package_versions
+from ran.util.results import Outputs, check_profile, package_versions
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"
-_NB_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 # notebook number -> the notebooks whose outputs it reads (06: notebook 01's echo-state
 # results for its regime sentence; 07: the fact adapter notebook 06 writes)
 DEPENDS = {"06": ("01",), "07": ("06",)}
@@ -59,11 +57,6 @@ class RunReport:
     html: dict[str, str] = field(default_factory=dict)
     lanes: int = 1  # notebooks run at once
     elapsed_s: float = 0.0  # wall time of the whole run (with lanes: less than the sum)
-
-
-def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The numbered py:percent notebooks, in order (``01_...py``, ``02_...py``, ...)."""
-    return sorted(p for p in Path(notebook_dir).glob("*.py") if _NB_RE.match(p.name))
 
 
 def _named(only: list[str]) -> list[str]:
@@ -265,9 +258,9 @@ def _run_lanes(report, outputs, notebooks, parameters, html, t_run, order=None) 
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from ran.bench import machine
-    from ran.bench.notebooks import _pipeline_meta
+    from ran.bench.notebooks import pipeline_meta
 
-    pending = order or schedule_order(notebooks, cold_seconds(_pipeline_meta(outputs)))
+    pending = order or schedule_order(notebooks, cold_seconds(pipeline_meta(outputs)))
     chosen = {p.name[:2] for p in notebooks}
     done: set[str] = set()
     params = {"threads": 1} | dict(parameters or {})
@@ -308,10 +301,10 @@ def _record_timing(outputs: Outputs, report: RunReport) -> None:
     """Merge this run's per-notebook wall times, the machine's speed around each notebook
     and the training runs its results recorded into ``<results>/pipeline.json``; a
     notebook run again replaces all three of its entries."""
-    from ran.bench.notebooks import _pipeline_meta
+    from ran.bench.notebooks import pipeline_meta
 
     path = outputs.results / "pipeline.json"
-    old = _pipeline_meta(outputs)
+    old = pipeline_meta(outputs)
     merged = {}
     for key, new in (("timing", report.wall_time_s), ("machine", report.machine),
                      ("runs", report.runs)):  # fmt: skip

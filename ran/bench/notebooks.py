@@ -24,13 +24,15 @@ import json
 import time
 
 from ran.bench.store import check, section_met
+from ran.report.notebooks import numbers
 from ran.util.results import Outputs
 
-NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07")
+NOTEBOOKS = numbers()  # every numbered notebook under notebooks/ ("01", ..., "07")
 TARGET_MINUTES = 45.0  # a cold run of every notebook of the default profile on 2 cores (issue 20)
 
 
-def _pipeline_meta(outputs: Outputs) -> dict:
+def pipeline_meta(outputs: Outputs) -> dict:
+    """``pipeline.json``'s ``meta`` (timing, machine, runs, last_run), ``{}`` before any run."""
     path = outputs.results / "pipeline.json"
     return json.loads(path.read_text()).get("meta", {}) if path.exists() else {}
 
@@ -90,7 +92,7 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
     a notebook that loads it (e.g. notebook 04's scaling point that reuses its
     comparison's run); :func:`run` counts each reused run once in the total.
     """
-    meta = _pipeline_meta(outputs)
+    meta = pipeline_meta(outputs)
     timing, snapshots, machine = (meta.get(k) or {} for k in ("timing", "runs", "machine"))
     rows, every_trained = [], set()
     for nb in notebooks:
@@ -140,7 +142,7 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
 def run(outputs: Outputs) -> dict:
     """The ``notebooks`` section: the wall-time table, its total and the per-notebook target."""
     t0 = time.perf_counter()
-    last = _pipeline_meta(outputs).get("last_run")
+    last = pipeline_meta(outputs).get("last_run")
     sec = describe({"rows": wall_times(outputs), "profile": outputs.profile, "last_run": last})
     sec["wall_time_s"] = time.perf_counter() - t0
     return sec
@@ -187,15 +189,16 @@ def describe(sec: dict) -> dict:
     )
     summary = (
         (
-            f"{len(ran_rows)} notebook(s) ran in {wall:.1f} min in one run of {lanes} lanes "
+            f"{len(ran_rows)} notebook(s) ran in {wall:.1f} min in one run of {lanes} lane(s) "
             f"({total:.1f} notebook-minutes)"
             if whole
             else f"{len(ran_rows)} notebook(s) with results take {total:.1f} min in all"
         )
         + f" in profile {sec.get('profile', 'default')}{longest_text}, as last recorded"
         + (
-            f"; those minutes include {training:.1f} min of training for the {n_trained} "
-            "run(s) trained as they ran"
+            f"; the {n_trained} run(s) trained as they ran took {training:.1f} min of training "
+            "in all (summed over the runs: worker processes train side by side, so this can "
+            "exceed the wall time)"
             if n_trained
             else ""
         )

@@ -175,7 +175,7 @@ def test_notebooks_target_reads_the_wall_time_of_a_run_in_lanes(tmp_path):
     sec = notebooks.run(outputs)
     assert sec["wall_minutes"] == pytest.approx(40.0) and sec["lanes"] == 2
     assert sec["total_minutes"] == pytest.approx(70.0) and sec["met"] is True
-    assert "2 lanes" in sec["summary"]
+    assert "2 lane(s)" in sec["summary"]
     meta["last_run"] = last | {"notebooks": stems[:3]}  # a partial run: the sum counts
     (outputs.results / "pipeline.json").write_text(json.dumps({"meta": meta, "results": {}}))
     sec = notebooks.run(outputs)
@@ -245,7 +245,7 @@ def test_cold_estimate_adds_the_training_time_of_reused_runs_once(tmp_path):
     # b and d were trained while the notebook ran: the training share of its own minutes
     assert row["trained_runs"] == 2 and row["training_minutes"] == pytest.approx(11.0)
     assert sec["training_minutes"] == pytest.approx(11.0)
-    assert "include 11.0 min of training for the 2 run(s)" in sec["summary"]
+    assert "the 2 run(s) trained as they ran took 11.0 min of training" in sec["summary"]
 
 
 def test_cold_estimate_never_adds_a_run_trained_in_the_same_pipeline(tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ran.pipeline import NOTEBOOK_DIR
+from ran.report.notebooks import NOTEBOOK_DIR
 from ran.util.results import REPO_ROOT, Outputs, strip_volatile
 
 # Timings that notebook 01 stores in its payload rather than in meta, so
