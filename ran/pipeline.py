@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ran.report.notebooks import NOTEBOOK_DIR, list_notebooks
+from ran.report.notebooks import NOTEBOOK_DIR, list_notebooks, pipeline_json, pipeline_meta
 from ran.util.atomic import atomic_write
 from ran.util.results import Outputs, check_profile, package_versions
 
@@ -258,7 +258,6 @@ def _run_lanes(report, outputs, notebooks, parameters, html, t_run, order=None) 
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from ran.bench import machine
-    from ran.bench.notebooks import pipeline_meta
 
     pending = order or schedule_order(notebooks, cold_seconds(pipeline_meta(outputs)))
     chosen = {p.name[:2] for p in notebooks}
@@ -301,9 +300,7 @@ def _record_timing(outputs: Outputs, report: RunReport) -> None:
     """Merge this run's per-notebook wall times, the machine's speed around each notebook
     and the training runs its results recorded into ``<results>/pipeline.json``; a
     notebook run again replaces all three of its entries."""
-    from ran.bench.notebooks import pipeline_meta
-
-    path = outputs.results / "pipeline.json"
+    path = pipeline_json(outputs)
     old = pipeline_meta(outputs)
     merged = {}
     for key, new in (("timing", report.wall_time_s), ("machine", report.machine),

@@ -24,17 +24,11 @@ import json
 import time
 
 from ran.bench.store import check, section_met
-from ran.report.notebooks import numbers
+from ran.report.notebooks import numbers, pipeline_meta
 from ran.util.results import Outputs
 
 NOTEBOOKS = numbers()  # every numbered notebook under notebooks/ ("01", ..., "07")
 TARGET_MINUTES = 45.0  # a cold run of every notebook of the default profile on 2 cores (issue 20)
-
-
-def pipeline_meta(outputs: Outputs) -> dict:
-    """``pipeline.json``'s ``meta`` (timing, machine, runs, last_run), ``{}`` before any run."""
-    path = outputs.results / "pipeline.json"
-    return json.loads(path.read_text()).get("meta", {}) if path.exists() else {}
 
 
 def run_flags(outputs: Outputs, nb: str, since: float | None = None) -> dict[str, dict]:

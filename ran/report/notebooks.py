@@ -2,15 +2,17 @@
 
 One list for everything that needs it: the pipeline runs them (:mod:`ran.pipeline`), the
 notebooks bench reads their recorded times (:mod:`ran.bench.notebooks`) and the lab copies
-them (:mod:`ran.lab`).
+them (:mod:`ran.lab`). The pipeline's record of its runs, ``<results>/pipeline.json``, is read
+here too (:func:`pipeline_meta`), by both the pipeline that writes it and the bench.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from ran.util.results import REPO_ROOT
+from ran.util.results import REPO_ROOT, Outputs
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 _NB_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
@@ -24,3 +26,14 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
 def numbers(notebook_dir: Path = NOTEBOOK_DIR) -> tuple[str, ...]:
     """The notebooks' two-digit numbers, in order (``("01", "02", ...)``)."""
     return tuple(p.name[:2] for p in list_notebooks(notebook_dir))
+
+
+def pipeline_json(outputs: Outputs) -> Path:
+    """``<results>/pipeline.json``: the pipeline's per-notebook timing, machine and runs."""
+    return outputs.results / "pipeline.json"
+
+
+def pipeline_meta(outputs: Outputs) -> dict:
+    """``pipeline.json``'s ``meta`` (timing, machine, runs, last_run), ``{}`` before any run."""
+    path = pipeline_json(outputs)
+    return json.loads(path.read_text()).get("meta", {}) if path.exists() else {}
