@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ran.agent import demo, measure, viz
+from ran.agent import demo, measure, replay, viz
 from ran.agent import findings as agent_findings
 from ran.agent.checkpoint import agent_identity
 from ran.agent.config import AgentConfig
@@ -103,7 +103,7 @@ print(f"profile={profile}: {model_name}, adapter {adapter_dir.name}, N = {handle
 t1 = time.perf_counter()
 probe_data = {}  # the features of every turn, kept for the PCA plane below
 gates, gate_report = train_and_score(
-    handle, tok, probe, agent_identity(handle), data_out=probe_data
+    handle, tok, probe, agent_identity(handle), data_out=probe_data, outputs=outputs
 )
 gate_s = time.perf_counter() - t1
 gate_path = gates["stateful"].save(adapter_dir / GATE_DIR)
@@ -116,7 +116,8 @@ for name in ("stateful", "stateless", "always"):
 # ### Elapsed time from the state, and interrupt latency
 
 # %%
-clock = measure.elapsed_probe(handle, tok, n_train=clock_train, n_test=clock_test, seed=seed)
+clock = measure.elapsed_probe(handle, tok, n_train=clock_train, n_test=clock_test, seed=seed,
+                              outputs=outputs)  # fmt: skip
 print(f"clock: acc {clock['acc']:.2f} {np.round(clock['ci95'], 2)} (chance {clock['chance']:.2f}), "
       f"MAE {clock['mae_ticks']:.1f} ticks (constant guess {clock['mae_ticks_constant']:.1f})")  # fmt: skip
 home = outputs.build / "agent" / f"07_{adapter_dir.name}"  # this run's checkpoint and log
@@ -149,9 +150,13 @@ over = heard = None
 if recall_keys:
     pools = WL.POOLS
     args = (pools["keys"]["test"][:recall_keys], pools["write"]["test"], pools["question"]["test"])
-    over = demo.recall_over_keys(agent, *args)  # with the agent's output gate
+    over = replay.on_agent(
+        outputs, "recall_keys", {"args": args}, agent, demo.recall_over_keys, *args
+    )
     with agent.using_gate(AlwaysEmit()):  # the memory alone: every reply emitted
-        heard = demo.recall_over_keys(agent, *args)
+        heard = replay.on_agent(
+            outputs, "recall_keys", {"args": args}, agent, demo.recall_over_keys, *args
+        )
     for name, o in (("gate", over), ("every reply", heard)):
         print(f"held-out keys ({name}): as written {o['memory']['hits']}/{o['n']} "
               f"({o['memory']['emitted']} emitted), reset {o['reset']['hits']}/{o['n']}")  # fmt: skip

@@ -122,7 +122,7 @@ def per_category(pred, data: dict) -> dict:
 
 
 def train_and_score(handle, tokenizer, probe: GateProbe | None = None, identity: str | None = None,
-                    max_tokens: int = 512, data_out: dict | None = None) -> tuple[dict, dict]:  # fmt: skip
+                    max_tokens: int = 512, data_out: dict | None = None, outputs=None) -> tuple[dict, dict]:  # fmt: skip
     """Collect the probe's features, train both gates and score them and always-emit on test.
 
     Returns
@@ -131,11 +131,18 @@ def train_and_score(handle, tokenizer, probe: GateProbe | None = None, identity:
         ``gates``: ``{"stateful": OutputGate, "stateless": OutputGate}``. ``report``:
         per gate (and ``always``) the test scores, per-category emit rates and
         threshold; plus split sizes and the probe parameters. ``data_out``, when given,
-        receives the collected features of each split (:func:`collect`).
+        receives the collected features of each split (:func:`collect`). With ``outputs``
+        they are memoised (:mod:`ran.util.memo`) under the handle's identity and the probe.
     """
     probe = probe or GateProbe()
     d, n = handle.model.config.hidden_size, handle.reservoir.units
-    data = {s: collect(handle, tokenizer, convs, max_tokens) for s, convs in probe.splits().items()}
+    from ran.agent.checkpoint import agent_identity
+    from ran.util.memo import folder_digest, memo
+
+    key = {"identity": agent_identity(handle), "probe": probe.params(), "max_tokens": max_tokens,
+           "agent_code": folder_digest("agent")}  # fmt: skip
+    data = {s: memo(outputs, "gate_probe", key | {"split": s}, collect, handle, tokenizer, convs, max_tokens)
+            for s, convs in probe.splits().items()}  # fmt: skip
     if data_out is not None:
         data_out.update(data)
     info = {"probe": probe.params()}

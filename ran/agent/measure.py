@@ -129,8 +129,21 @@ def _elapsed_data(handle, tokenizer, split, n, k_values, rng, max_tokens):
 
 
 def elapsed_probe(handle, tokenizer, k_values=K_VALUES, n_train: int = 24, n_test: int = 16, seed: int = 0,
-                  weight_decay: float = 1e-3, max_tokens: int = 512) -> dict:  # fmt: skip
-    """Decode the idle ticks since the last message from r(t) (see the module docstring)."""
+                  weight_decay: float = 1e-3, max_tokens: int = 512, outputs=None) -> dict:  # fmt: skip
+    """Decode the idle ticks since the last message from r(t) (see the module docstring);
+    with ``outputs`` memoised (:mod:`ran.util.memo`) under the handle's identity and the
+    arguments."""
+    from ran.agent.checkpoint import agent_identity
+    from ran.util.memo import folder_digest, memo
+
+    key = dict(identity=agent_identity(handle), k_values=sorted(int(k) for k in k_values),
+               n_train=n_train, n_test=n_test, seed=seed, weight_decay=weight_decay,
+               max_tokens=max_tokens, agent_code=folder_digest("agent"))  # fmt: skip
+    return memo(outputs, "clock_probe", key, _elapsed_probe, handle, tokenizer, k_values, n_train,
+                n_test, seed, weight_decay, max_tokens)  # fmt: skip
+
+
+def _elapsed_probe(handle, tokenizer, k_values, n_train, n_test, seed, weight_decay, max_tokens):
     k_values = tuple(sorted(int(k) for k in k_values))
     saved = handle.state
     try:

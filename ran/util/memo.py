@@ -47,6 +47,18 @@ def computing_files(root: Path | None = None) -> list[Path]:
 
 
 @functools.cache
+def folder_digest(sub: str) -> str:
+    """SHA-256 (16 hex digits) over the path and bytes of every ``.py`` file under
+    ``ran/<sub>``: for keys of values computed by a layer above :data:`COMPUTING` (the
+    agent's probes, :mod:`ran.agent.replay`), which the source digest leaves out."""
+    h = hashlib.sha256()
+    for p in sorted((PACKAGE_DIR / sub).rglob("*.py")):
+        h.update(p.relative_to(PACKAGE_DIR).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@functools.cache
 def source_digest() -> str:
     """SHA-256 (16 hex digits) over the path and bytes of :func:`computing_files`."""
     h = hashlib.sha256()
