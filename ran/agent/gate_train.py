@@ -139,7 +139,7 @@ def train_and_score(handle, tokenizer, probe: GateProbe | None = None, identity:
     from ran.agent.checkpoint import agent_identity
     from ran.util.memo import folder_digest, memo
 
-    key = {"identity": agent_identity(handle), "probe": probe.params(), "max_tokens": max_tokens,
+    key = {"identity": identity or agent_identity(handle), "probe": probe.params(), "max_tokens": max_tokens,
            "agent_code": folder_digest("agent")}  # fmt: skip
     data = {s: memo(outputs, "gate_probe", key | {"split": s}, collect, handle, tokenizer, convs, max_tokens)
             for s, convs in probe.splits().items()}  # fmt: skip

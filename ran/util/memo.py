@@ -51,8 +51,12 @@ def folder_digest(sub: str) -> str:
     """SHA-256 (16 hex digits) over the path and bytes of every ``.py`` file under
     ``ran/<sub>``: for keys of values computed by a layer above :data:`COMPUTING` (the
     agent's probes, :mod:`ran.agent.replay`), which the source digest leaves out."""
+    return _files_digest(sorted((PACKAGE_DIR / sub).rglob("*.py")))
+
+
+def _files_digest(paths) -> str:
     h = hashlib.sha256()
-    for p in sorted((PACKAGE_DIR / sub).rglob("*.py")):
+    for p in paths:
         h.update(p.relative_to(PACKAGE_DIR).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
@@ -61,11 +65,7 @@ def folder_digest(sub: str) -> str:
 @functools.cache
 def source_digest() -> str:
     """SHA-256 (16 hex digits) over the path and bytes of :func:`computing_files`."""
-    h = hashlib.sha256()
-    for p in computing_files():
-        h.update(p.relative_to(PACKAGE_DIR).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    return _files_digest(computing_files())
 
 
 def enabled() -> bool:
