@@ -32,7 +32,10 @@
 # side**: free K/V slots, or the **decoded** slot (`ran.injection.decoded`:
 # the state read back through pinv(W_in) and written into the residual stream
 # through pinv(W_O), a few word-independent learned numbers), with or without
-# the KL term that protects plain text (H1). References: the pure write side
+# the KL term that protects plain text (H1), or with a **read gate fitted before
+# training** (`ran.training.read_gate`: a logistic regression on layer L's input,
+# open at the end of question passes, shut on text, then frozen), trained with
+# 0-4 distractor passes mixed in. References: the pure write side
 # (no learned part), **no recurrence** (W = 0), a trained recurrence (GRU) and
 # the prefix mechanism. Controls on
 # the identical episodes: reset, shuffled, stateless, oracle, chance. Logic
@@ -84,25 +87,27 @@ n_train_keys = 0  # training keys from the training plays (0: the 67 curated one
 n_test = 96  # test episodes per point (identical for every control)
 ref_rows = "pure,gru,prefix"  # rows near chance, tested on ref_n_test episodes per point
 ref_n_test = 48  # test episodes per point of the reference rows
-best = "decoded"  # the write side of the best configuration (ran.study.retention.WRITE_SIDES)
+best = "decoded+asked"  # the write side of the best configuration (ran.study.retention.WRITE_SIDES)
 best_lr = 0.01  # its leak rate
 best_sr = 0.9  # its spectral radius
 input_scaling = 0.1  # W_in scale of every run (small: the near-linear regime the decoder inverts)
 units = 1024  # reservoir units N of every run
-compare = "decoded+kl,pure,gru,prefix"  # other write sides and references, at the best regime
-h1_rows = ""  # rows whose H1 (dPPL after a fact pass) is measured besides the best
+compare = "decoded,decoded+kl,pure,gru,prefix"  # other write sides and references, at the best regime
+h1_rows = "decoded"  # rows whose H1 (dPPL after a fact pass) is measured besides the best
 kl_weights = "3,30"  # the H1 trade-off: decoded+kl at each KL weight ("": skip)
 grid_lr = "1.0,0.1,0.01,0.003"  # leak rates of the regime heat map (best run, reservoir swapped)
 grid_sr = "0.5,0.9,1.2"  # spectral radii of the regime heat map
 grid_n = 32  # test episodes per heat-map cell
 train_distractors = "0"  # distractor counts mixed in training (comma list)
 train_idle = "0"  # idle tick counts mixed in training
-adapter_name = "smollm2-135m-fact"  # the best run's adapter, under data/adapters/ (ran demo, agent)
+adapter_name = "smollm2-135m-fact-asked"  # the best run's adapter, under data/adapters/ (H1-safe)
+memory_adapter = "smollm2-135m-fact"  # the adapter of ran demo and the agent (notebook 07), from:
+memory_row = "decoded"  # ... this write side's run (reads at every prompt token; else the best)
 d_list = "0,1,2,4,8,16"  # distractor passes tested
 idle_list = "0,2,8,32"  # idle ticks tested
 
 # %%
-smoke = dict(model_name="tiny-llama", adapter_name="tiny-llama-fact", layer=-1, k=4, k_large=0, steps=3, n_train=96,
+smoke = dict(model_name="tiny-llama", adapter_name="tiny-llama-fact-asked", memory_adapter="tiny-llama-fact", layer=-1, k=4, k_large=0, steps=3, n_train=96,
              n_train_keys=0, n_test=16, ref_n_test=16, compare="pure", h1_rows="", kl_weights="1", grid_lr="0.1,0.01", grid_sr="0.9", grid_n=8, units=64,
              d_list="0,2", idle_list="0,4", train_distractors="0,1", train_idle="0,2")  # fmt: skip
 if profile == "smoke":
@@ -138,6 +143,7 @@ jobs.train_all(
     [*configs.values(), *kl_cfgs.values(), *([large_cfg] if large_cfg else [])], outputs
 )  # 2 workers
 refs = results.parse_list(ref_rows, str, allow_empty=True)
+memory_label = next((lb for lb in configs if lb.split(" ")[0] == memory_row), next(iter(configs)))
 measured, train_s, runs = {}, 0.0, {}  # runs: hash, loaded, wall time of every training
 for label, cfg in configs.items():
     run = train(cfg, outputs, progress=False)
@@ -145,14 +151,16 @@ for label, cfg in configs.items():
     runs[label] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
     nt = ref_n_test if label.split(" ")[0] in refs else n_test
     measured[label] = RT.study(run, outputs, ints(d_list), ints(idle_list), nt)
-    if label == next(iter(configs)):  # the best run: the library's fact-memory adapter, H1, grid
+    if label == memory_label:  # the agent's and ran demo's memory
+        memory = RT.save_adapter(run, outputs, memory_adapter)
+    if label == next(iter(configs)):  # the best run: its adapter, H1, grid
         adapter = RT.save_adapter(run, outputs, adapter_name)
-        h1 = {label: H1T.h1_check(run)}
+        h1 = {label: H1T.h1_point(run, n_test)}
         grid_rows = RT.regime_grid(run, outputs, ints(grid_lr, float), ints(grid_sr, float), grid_n,
                                    idle=max(ints(idle_list)), distractors=8)  # fmt: skip
         print("H1:", {k: round(v["dppl_pct"], 2) for k, v in h1.items()})
     if label.split(" ")[0] in results.parse_list(h1_rows, str, allow_empty=True):
-        h1[label] = H1T.h1_check(run)
+        h1[label] = H1T.h1_point(run, n_test)
     m = measured[label]
     print(label, run.hash, {p["distractors"]: round(p["reservoir"]["acc"], 3) for p in m["distractors"]},
           {p["idle_steps"]: round(p["reservoir"]["acc"], 3) for p in m["idle"]})  # fmt: skip
@@ -222,7 +230,7 @@ trade_blocks = H1T.tradeoff_findings(tradeoff, best_label, h1.get(best_label), t
 findings = RTF.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
                        trade_blocks)  # fmt: skip
 payload = dict(configs={lb: c.to_dict() | {"hash": c.config_hash()} for lb, c in configs.items()},
-               measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, runs=runs, adapter=adapter, h1=h1,
+               measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, runs=runs, adapter=adapter, memory_adapter=memory, h1=h1,
                compute_s=compute_s, n_train_keys=len(keys), probe_params=probe_params | {"train_keys": len(keys)})  # fmt: skip
 path = results.save_results("06_retention", payload, outputs, seed=seed, model_name=model_name,
                             wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip

@@ -23,6 +23,7 @@ import torch
 from ran.agent.config import AgentError
 from ran.agent.passes import PASS_KINDS
 from ran.util.atomic import atomic_save_safetensors, atomic_write_json
+from ran.util.stats import fit_logistic
 
 FORMAT = "ran-agent-gate"
 WEIGHTS, CONFIG = "gate.safetensors", "gate.json"
@@ -174,23 +175,6 @@ class AlwaysEmit:
 
 
 def fit(X: torch.Tensor, y: torch.Tensor, weight_decay: float, steps: int = 200):
-    """L2-regularised logistic regression on standardised ``X`` (T, D); returns
-    ``(weight, bias, mean, std)``. Full-batch L-BFGS, deterministic."""
-    mean = X.mean(0)
-    std = X.std(0, unbiased=False).clamp_min(1e-4)
-    Z = (X - mean) / std
-    w = torch.zeros(X.shape[1], requires_grad=True)
-    b = torch.zeros((), requires_grad=True)
-    y = y.float()
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(Z @ w + b, y)
-        loss = loss + weight_decay * (w * w).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach(), float(b.detach()), mean, std
+    """L2-regularised logistic regression on standardised ``X`` (T, D) (float32); returns
+    ``(weight, bias, mean, std)`` (:func:`ran.util.stats.fit_logistic`)."""
+    return fit_logistic(X.float(), y, weight_decay, steps)

@@ -81,9 +81,11 @@ def retention_sentence(ret: dict) -> str:
     label, m = next(iter(ret["measured"].items()))
     d, i = m["distractors"], m["idle"]
     d8 = next((r for r in d if r["distractors"] == 8), d[-1])
+    gated = bool((ret.get("configs") or {}).get(label, {}).get("read_gate"))
+    side = "and a read gate fitted before training " if gated else ""
     out = (
         f"With a fact told inside running text and keys and templates never seen in training, "
-        f"the learned write side with the decoded read side ({label}) recalls it at "
+        f"the learned write side with the decoded read side {side}({label}) recalls it at "
         f"{_acc(d[0]['reservoir'])} in the next pass (reset {d[0]['reset']['acc']:.3f}, "
         f"stateless {d[0]['stateless']['acc']:.3f}, chance {d[0]['chance']:.3f}), "
         f"{_acc(d8['reservoir'])} after {d8['distractors']} distractor passes and "
@@ -96,7 +98,8 @@ def retention_sentence(ret: dict) -> str:
     if trade:
         low = min(trade, key=lambda p: abs(p["h1"]["dppl_pct"]))
         out += (
-            f"; with the KL term the smallest cost is {_pct(low['h1']['dppl_pct'])} (weight "
+            f"; with the KL term instead{' of the fitted gate' if gated else ''} the smallest "
+            f"cost is {_pct(low['h1']['dppl_pct'])} (weight "
             f"{low['kl_weight']:g}), where recall is {_acc(low['d0']['reservoir'])}"
         )
     return out + "."

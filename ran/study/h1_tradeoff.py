@@ -170,7 +170,12 @@ SEPARATES = 3.0  # the query gate "tells questions from text" when open this man
 
 
 def _openness_sentence(p: dict) -> str:
-    o = p["openness"]
+    return openness_sentence(p["openness"], f"At KL weight {p['kl_weight']:g} the read")
+
+
+def openness_sentence(o: dict, lead: str = "The read") -> str:
+    """How far the read is open at the held-out questions and on plain text (``o`` from
+    :func:`gate_openness`), and whether the query gate tells them apart."""
     q, t = o["question_mean"], o["text_mean"]
     how = (
         "the query gate tells the held-out questions from plain text"
@@ -178,11 +183,17 @@ def _openness_sentence(p: dict) -> str:
         else "the query gate hardly tells the held-out questions from plain text"
     )
     return (
-        f"At KL weight {p['kl_weight']:g} the read is open {q:.3f} at the held-out questions' "
-        f"last token (5th "
-        f"percentile {o['question_p05']:.3f}) and {t:.3f} on plain text (99th percentile "
+        f"{lead} is open {q:.3f} at the held-out questions' last token (5th percentile "
+        f"{o['question_p05']:.3f}) and {t:.3f} on plain text (99th percentile "
         f"{o['text_p99']:.3f}): {how}."
     )
+
+
+def h1_point(run, n_test: int) -> dict:
+    """:func:`h1_check` of a run plus, with a query gate, its :func:`gate_openness`."""
+    out = h1_check(run)
+    openness = gate_openness(run, n_test)
+    return out | ({"openness": openness} if openness is not None else {})
 
 
 def _r(x, nd: int = 3):

@@ -116,6 +116,17 @@ WRITE_SIDES = {
         kl_len=48,
         select="last",
     ),
+    # the decoded read side with a read gate fitted before training and frozen
+    # (ran.training.read_gate): open at the end of question passes, shut on text (H1). Read
+    # at three tokens instead of everywhere, it needs distractor passes in training (a
+    # curriculum of 0-4) to hold a fact through 8 of them
+    "decoded+asked": dict(
+        injection=_DECODED | dict(query_gate=True),
+        learning_rate=0.05,
+        kl_weight=0.0,
+        read_gate=dict(tail=3, shift=2.0),
+        probe_params=dict(distractors=(0, 1, 2, 4)),
+    ),
     # references with a trained recurrence (GRU cell) and the prefix mechanism, same probe
     "gru": dict(kind="recurrent", injection=_INPUT | dict(pooling="attn", write_gate=True)),
     "prefix": dict(kind="prefix", injection=dict(query_gate=False)),
@@ -125,14 +136,19 @@ POINT_CONTROLS = CONTROLS  # at d = 0: every control, the shuffled state and the
 
 
 def config_for(base, write_side: str, lr: float | None = None, sr: float | None = None, **kw):
-    """``base`` (a TrainConfig) with a named write side, a reservoir regime (``lr``, ``sr``;
-    None: ``base``'s) and overrides ``kw`` (those of ``injection`` as a dict under it)."""
+    """``base`` (a TrainConfig) with a named write side (its ``probe_params`` merged into
+    ``base``'s), a reservoir regime (``lr``, ``sr``; None: ``base``'s) and overrides ``kw``
+    (those of ``injection`` as a dict under it)."""
     if write_side not in WRITE_SIDES:
         raise ValueError(
             f"unknown write side {write_side!r}; choose one of {', '.join(WRITE_SIDES)}"
         )
     regime = {k: v for k, v in (("lr", lr), ("sr", sr)) if v is not None}
-    cfg = updated(base, **WRITE_SIDES[write_side])
+    side = dict(WRITE_SIDES[write_side])
+    probe_params = side.pop("probe_params", {})  # merged into base's (e.g. a curriculum)
+    cfg = updated(base, **side)
+    if probe_params:
+        cfg = updated(cfg, probe_params=cfg.probe_params | probe_params)
     cfg = updated(cfg, injection={"reservoir": regime})
     return updated(cfg, **kw)
 

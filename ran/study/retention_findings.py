@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from ran.study.h1 import DPPL_TARGET_PCT
+from ran.study.h1_tradeoff import openness_sentence
 from ran.study.retention import CURVE_CONTROLS, HELDOUT_TEXT, half_life
 from ran.study.tables import fmt_acc
 from ran.util.results import table, target, text
@@ -297,6 +298,7 @@ def findings(
                 f"carried {r['ppl_trained']:.2f} vs {r['ppl_base']:.2f} untouched (dPPL "
                 f"{r['dppl_pct']:+.2f}%); at init the logits are torch.equal to the base model's: "
                 f"{'yes' if r['init_equal'] else 'no'}."
+                + (" " + openness_sentence(r["openness"]) if r.get("openness") else "")
             )
         )
         out.append(

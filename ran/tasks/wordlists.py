@@ -130,6 +130,23 @@ NAMED_QUESTION = {
     "val": ("The password {name} picked is",),
     "test": ("The word that belongs to {name} is",),
 }
+# Extra training question templates for the fitted read gate only (ran.training.read_gate):
+# more ways of asking, so the gate learns "asked for the remembered word" rather than five
+# wordings. Disjoint from every val/test question template (tests/unit/tasks check it).
+GATE_QUESTIONS = (
+    "Do you still know the word? It was",
+    "The word you were given earlier is",
+    "Now say the word I told you to remember:",
+    "Which word was it again? It was",
+    "I told you a word before. The word is",
+    "Please repeat the word you memorised. It is",
+    "You were asked to keep a word in mind. That word is",
+    "Name the word from before:",
+    "The special word from earlier was",
+    "What word did you keep? The word was",
+    "Think back to the word I gave you. It was",
+    "The remembered word is",
+)
 POOLS = {
     "keys": KEYS,
     "write": WRITE,

@@ -10,7 +10,8 @@ error, so one run has one config and one hash).
 
 The hash is SHA-256 over the canonical JSON (sorted keys) of the whole config, nested
 configs included, with the run format :data:`RUN_FORMAT`: every field counts, at every
-value. A field that used to be top-level (``n_slots``, ``reservoir``, ...) is an error
+value, except the fields added since run format 2 (:data:`HASH_OPTIONAL`), which count
+once they leave their default (so every run saved before them keeps its hash). A field that used to be top-level (``n_slots``, ``reservoir``, ...) is an error
 naming its place under ``injection``.
 """
 
@@ -24,11 +25,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from ran.injection.config import InjectionConfig
 from ran.mechanisms import registry
 from ran.tasks import probes as P
+from ran.training.read_gate import options as read_gate_options
 from ran.util.configio import from_dict
 from ran.util.results import to_jsonable
 
 SELECTS = ("val", "last")  # TrainConfig.select: best validation accuracy, or the last step
 RUN_FORMAT = 2  # bump when the meaning of a saved run changes (invalidates the cache)
+# Fields added after run format 2: left out of the hash while at their default, so a run
+# saved before they existed keeps its hash (and its cached result)
+HASH_OPTIONAL = {"read_gate": {}}
 # InjectionConfig fields that training sets: (their value in TrainConfig.injection, why)
 _SET_BY_TRAINING = {
     "advance": ("forward", "one reservoir step per model() call"),
@@ -91,6 +96,9 @@ class TrainConfig:
     # which parameters the run keeps: "val" those of the best validation accuracy, "last"
     # the final step's (a KL run recalls best early, before the KL has shaped its read side)
     select: str = "val"
+    # a read gate fitted before training and frozen (ran.training.read_gate; {}: off), e.g.
+    # {"tail": 3, "shift": 2.0}: open at the end of question passes, shut on text
+    read_gate: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.injection, dict):  # its reservoir may be a dict too (a ConfigError)
@@ -109,6 +117,11 @@ class TrainConfig:
                 )
         self.lora_targets = tuple(self.lora_targets)
         self.probe_params = dict(self.probe_params)
+        # every option spelled out (validated), so that the hash covers the defaults too
+        self.read_gate = read_gate_options(self.read_gate) if self.read_gate else {}
+        if self.read_gate:
+            if not self.injection.query_gate:
+                raise ValueError("read_gate fits the query gate: set injection.query_gate=True")
         for name in ("steps", "batch_size", "eval_batch_size", "kl_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -172,5 +185,9 @@ class TrainConfig:
 
     def config_hash(self) -> str:
         """16 hex digits of SHA-256 over the canonical JSON of the config and the run format."""
-        blob = json.dumps({"format": RUN_FORMAT, "config": self.to_dict()}, sort_keys=True)
+        d = self.to_dict()
+        for name, default in HASH_OPTIONAL.items():
+            if d.get(name) == default:
+                del d[name]
+        blob = json.dumps({"format": RUN_FORMAT, "config": d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -35,14 +35,15 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
-def fit(cfg, model, tok, handle, named, episodes, progress) -> dict:
+def fit(cfg, model, tok, handle, named, episodes, progress, fixed=frozenset()) -> dict:
     """The optimisation loop of :func:`ran.training.train.train`: AdamW on ``named`` (the readout,
     gate and any LoRA adapters) with a warm-up and cosine schedule, validation every
     ``cfg.eval_every`` steps with early stopping; returns the curves and leaves the
-    best-validation parameters loaded (``cfg.select == "last"``: the final step's)."""
-    params = list(named.values())
-    for p in params:
-        p.requires_grad_(True)
+    best-validation parameters loaded (``cfg.select == "last"``: the final step's). The
+    tensors named in ``fixed`` are kept as they are (e.g. a fitted read gate)."""
+    params = [p for n, p in named.items() if n not in fixed]
+    for n, p in named.items():
+        p.requires_grad_(n not in fixed)
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     runner = EpisodeRunner(handle, tok, cfg.scoring)

@@ -163,7 +163,15 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
                 outputs,
             )
         handle.calibrate(tok, [e.passes[0] for e in episodes["train"][:8]])  # e.g. a slot gain
-        history = fit(cfg, model, tok, handle, named, episodes, progress)
+        fixed, gate_fit = set(), None
+        if cfg.read_gate:  # the query gate fitted first, then frozen (ran.training.read_gate)
+            from ran.training.read_gate import fit_read_gate, frozen_names
+
+            gate_fit = fit_read_gate(handle, tok, episodes["train"], cfg.read_gate)
+            fixed = frozen_names(named, handle)
+        history = fit(cfg, model, tok, handle, named, episodes, progress, fixed)
+        if gate_fit is not None:
+            history["read_gate"] = gate_fit
     wall = time.perf_counter() - t0
     params_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors({n: p.detach().clone() for n, p in named.items()}, params_path)

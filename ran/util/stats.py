@@ -8,6 +8,8 @@
 * notebook 05's tests: :func:`anova_oneway` (accuracy across seeds), :func:`chi2_homogeneity`,
   :func:`cochran_q` (paired outcomes), :func:`spearman_bootstrap` (rank correlation with a
   bootstrap CI over pairs).
+* :func:`fit_logistic`: an L2-regularised logistic regression on standardised features
+  (the agent's output gate, the decoded readout's fitted read gate).
 """
 
 from __future__ import annotations
@@ -186,3 +188,29 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- untrained metrics
+
+
+def fit_logistic(X, y, weight_decay: float, steps: int = 200, pos_weight=None, std_floor=1e-4):
+    """L2-regularised logistic regression on standardised ``X`` (T, D), labels ``y`` (T,);
+    returns ``(weight, bias, mean, std)`` in ``X``'s dtype (the logit of x is
+    ``((x - mean) / std) @ weight + bias``). Full-batch L-BFGS from zero, deterministic.
+    ``pos_weight`` (a float) weights the positive class in the loss (e.g. n_neg / n_pos)."""
+    mean = X.mean(0)
+    std = X.std(0, unbiased=False).clamp_min(std_floor)
+    Z = (X - mean) / std
+    w = torch.zeros(X.shape[1], dtype=X.dtype, requires_grad=True)
+    b = torch.zeros((), dtype=X.dtype, requires_grad=True)
+    y = y.to(X.dtype)
+    pw = None if pos_weight is None else torch.tensor(float(pos_weight), dtype=X.dtype)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(Z @ w + b, y, pos_weight=pw)
+        loss = loss + weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach(), float(b.detach()), mean, std

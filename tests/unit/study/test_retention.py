@@ -151,3 +151,19 @@ def test_gate_openness_reads_the_handles_read_gate_record():
         assert got["question_mean"] == question[:, -1].mean().item()
     finally:
         h.remove()
+
+
+def test_asked_write_side_fits_the_read_gate_and_merges_its_curriculum():
+    """decoded+asked: the query gate on and fitted (read_gate), lr 0.05, and its distractor
+    curriculum merged into the base probe parameters (k and sizes kept)."""
+    from ran.study.retention import config_for
+    from ran.training.config import TrainConfig
+
+    base = TrainConfig(model_name="tiny-llama", probe="fact_in_text",
+                       probe_params=dict(k=4, n_train=64))  # fmt: skip
+    cfg = config_for(base, "decoded+asked", 0.01, 0.9)
+    assert cfg.read_gate and cfg.injection.query_gate and cfg.injection.readout == "decoded"
+    assert cfg.probe_params == dict(k=4, n_train=64, distractors=(0, 1, 2, 4))
+    assert base.probe_params == dict(k=4, n_train=64)  # the base is not changed
+    plain = config_for(base, "decoded", 0.01, 0.9)
+    assert not plain.read_gate and plain.probe_params == base.probe_params

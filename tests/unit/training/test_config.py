@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -32,9 +33,19 @@ def test_nested_config_round_trips_with_the_same_hash():
 def test_the_hash_is_sha256_of_the_whole_config_and_the_format():
     import hashlib
 
-    blob = json.dumps({"format": RUN_FORMAT, "config": NESTED.to_dict()}, sort_keys=True)
+    from ran.training.config import HASH_OPTIONAL
+
+    d = NESTED.to_dict()
+    assert all(d.pop(name) == default for name, default in HASH_OPTIONAL.items())
+    blob = json.dumps({"format": RUN_FORMAT, "config": d}, sort_keys=True)
     assert NESTED.config_hash() == hashlib.sha256(blob.encode()).hexdigest()[:16]
     assert RUN_FORMAT == 2
+    # a hash-optional field counts once it leaves its default
+    gated = replace(
+        NESTED, injection=replace(NESTED.injection, query_gate=True), read_gate={"tail": 2}
+    )
+    blob = json.dumps({"format": RUN_FORMAT, "config": gated.to_dict()}, sort_keys=True)
+    assert gated.config_hash() == hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @pytest.mark.parametrize(
