@@ -77,7 +77,11 @@ k_list = "6,16,32,64"  # K of the capacity curve (comma string)
 train_k_list = "16,64"  # K with trained readouts (a K uses the next trained K up)
 steps_list = "100,120"  # optimiser steps per trained K (upper bound, early stopping)
 lr_list = "0.02,0.05"  # peak learning rate per trained K (64 keys learn slowly at 0.02)
-h1_k = 16  # the trained readout whose model serves H1, generation and overhead
+h1_k = 16  # K of the secret-word readout saved as the k adapter (and of the fact memory)
+h1_run = "fact_memory"  # the run H1, generation and overhead are measured on: "fact_memory"
+# (ran.fact_memory(), notebook 06's best configuration, the library's default) or
+# "secret_word" (the easy-template readout at K = h1_k)
+fact_overrides = "{}"  # TrainConfig overrides of the fact memory (JSON; smoke: a tiny one)
 elapsed_steps = 50  # optimiser steps of the elapsed-passes run
 k_max = 4  # elapsed passes: answers 0..k_max
 pre_max = 4  # filler passes before the event, 0..pre_max (counting from the reset fails)
@@ -99,7 +103,9 @@ overhead_reps = 10  # interleaved timing repetitions
 smoke = dict(model_name="tiny-llama", layer=-1, steps_list="6", lr_list="0.02", n_train=256, n_test=32,
              k_list="4,8", train_k_list="8", h1_k=8, elapsed_steps=4, idle_sr_list="0.9,1.1", idle_steps=4,
              idle_eval_list="0,2,8", idle_n_test=16, ppl_blocks=4, block_len=64, carried=50, idle_long=1000,
-             gen_tokens=30, n_gen_prompts=1, overhead_reps=3)  # fmt: skip
+             gen_tokens=30, n_gen_prompts=1, overhead_reps=3,
+             fact_overrides='{"steps": 3, "probe_params": {"n_train": 96, "n_val": 16},'
+                            ' "injection": {"reservoir": {"units": 64}}}')  # fmt: skip
 if profile == "smoke":
     globals().update(smoke)
 outputs = results.Outputs(profile)
@@ -118,6 +124,7 @@ common = dict(model_name=model_name, injection=injection, learning_rate=lr,
               batch_size=16, warmup_steps=5, eval_every=20, patience=2, seed=seed,
               kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
 sw_params = dict(n_train=n_train, n_val=64, n_test=128, write_templates=WRITE)
+fact_cfg = h1.fact_config(h1_run, model_name, h1_k, layer, seed, fact_overrides)  # None: sw
 t_start = time.perf_counter()
 print(f"profile={profile}: {model_name}, K={ks} (readouts at {train_ks}), steps={train_steps}")
 
@@ -142,7 +149,8 @@ idle_cfgs = {sr: updated(TrainConfig(probe="idle_retention", probe_params=id_par
                                      steps=idle_steps, **common),
                          injection={"reservoir": {"sr": sr}})
              for sr in idle_srs}  # fmt: skip
-jobs.train_all([*cap_cfgs.values(), el_cfg, *idle_cfgs.values()], outputs)
+jobs.train_all([*cap_cfgs.values(), el_cfg, *idle_cfgs.values(), *([fact_cfg] if fact_cfg else [])],
+               outputs)  # fmt: skip
 
 # %% [markdown]
 # ### Secret-word capacity (every control, identical test episodes)
@@ -160,10 +168,16 @@ for k in ks:
                                    evaluate, res.handle, res.tokenizer, eps, CONTROLS, 32)  # fmt: skip
     print(f"K={k} (readout K={h1.readout_for(k, train_ks)}, {t_eval:.0f} s): "
           + ", ".join(f"{c} {capacity[k][c]['acc']:.3f}" for c in CONTROLS))  # fmt: skip
-main = trained[h1.readout_for(h1_k, train_ks)]  # serves H1, generation and overhead
+sw_main = trained[h1.readout_for(h1_k, train_ks)]  # the k adapter (ran demo, README)
 for k in train_ks:
-    if trained[k] is not main:
+    if trained[k] is not sw_main:
         del trained[k].model, trained[k].handle
+main = sw_main  # serves H1, generation and overhead ...
+h1_label = f"secret_word K={h1.readout_for(h1_k, train_ks)}"
+if fact_cfg is not None:  # ... unless it is the fact memory, the library's default
+    h1_label = h1.FACT_LABEL
+    main = runs[h1_label] = train(fact_cfg, outputs, progress=False)
+print(f"H1, generation and overhead on {h1_label} ({main.hash})")
 
 # %% [markdown]
 # ### Elapsed passes (scored on the answer step only)
@@ -267,7 +281,7 @@ run_info = {n: {"hash": r.hash, "config": r.config.to_dict(), "wall_time_s": r.w
 perplexity = {n: p.summary | {"dppl_pct": dppl[n], "block_nll": p.block_nll} for n, p in ppl.items()}  # fmt: skip
 stability = {"carried": carry, "after_blocks": after_blocks, "idle": idle_stab, "after_generation": gen_state}  # fmt: skip
 figures = {"capacity": p_cap, "elapsed": p_conf, "idle": p_idle, "dppl": p_dppl}
-findings = h1.findings(model_name, capacity, elapsed, idle_curves, perplexity, init_equal, stability, gen_mean,
+findings = h1.findings(model_name, h1_label, capacity, elapsed, idle_curves, perplexity, init_equal, stability, gen_mean,
                        ovh, run_info, figures, outputs, ks=ks, train_ks=train_ks, k_max=k_max, pre_max=pre_max,
                        n_test=n_test, idle_k=idle_k, idle_train=idle_train, idle_eval=idle_eval,
                        idle_n_test=idle_n_test, ppl_blocks=ppl_blocks, block_len=block_len, carried=carried,
@@ -284,7 +298,7 @@ payload = {
     "overhead": ovh,
     "runs": run_info,
     "settings": dict(model_name=model_name, layer=layer, ks=ks, train_ks=train_ks, train_steps=train_steps,
-                     train_lr=train_lr, h1_k=h1_k,
+                     train_lr=train_lr, h1_k=h1_k, h1_run=h1_run, h1_hash=main.hash,
                      n_test=n_test, input_scaling=input_scaling,
                      idle_srs=idle_srs, idle_train=idle_train, ppl_blocks=ppl_blocks,
                      block_len=block_len, carried=carried, idle_long=idle_long,
@@ -296,5 +310,5 @@ path = results.save_results("03_h1_nondestruction", payload, outputs, seed=seed,
                             extra_meta={"timing": {"h1_ppl_s": ppl_s, "generation_s": gen_s}})  # fmt: skip
 print(f"saved {outputs.rel(path)}")
 adapter = outputs.base / "data" / "adapters" / f"{model_name}-k{h1_k}"  # ran demo, README example
-main.handle.save_pretrained(adapter, model_name, main.config)
+sw_main.handle.save_pretrained(adapter, model_name, sw_main.config)
 print(f"adapter {outputs.rel(adapter)}")

@@ -10,7 +10,8 @@ Subpackages, each importing only from the ones before it (``tests/unit/test_impo
 * ``ran.mechanisms``: the registry and one module per memory mechanism, adapters on
   disk (``ran.from_pretrained(model, folder)``);
 * ``ran.tasks``: data, word lists, probes, scoring, the episode runner and controls;
-* ``ran.training``: TrainConfig, train(), the loop, the KL term, jobs and executors;
+* ``ran.training``: TrainConfig, train(), the loop, the KL term, the recipes
+  (``ran.fact_memory()``: notebook 06's best configuration), jobs and executors;
 * ``ran.evaluation``: perplexity, generation and overhead against the base model;
 * ``ran.study``: one module per notebook (its computation and findings);
 * ``ran.report``: FINDINGS + PDF, the diagram, the figures;
@@ -37,6 +38,7 @@ _LAZY = {
     "make": "ran.mechanisms.registry",
     "TrainConfig": "ran.training.config",
     "train": "ran.training.train",
+    "fact_memory": "ran.training.recipes",
     "evaluate": "ran.tasks.episodes",
 }
 

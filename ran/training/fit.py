@@ -12,6 +12,7 @@ restored at the end.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -55,7 +56,7 @@ def fit(cfg, model, tok, handle, named, episodes, progress, fixed=frozenset()) -
     if kl_term is not None:
         history["kl"] = []
     best = (-1.0, 0, {n: p.detach().clone() for n, p in named.items()})
-    evals_since_best = 0
+    evals_since_best, validation_s = 0, 0.0
     model.eval()  # no dropout: the base model is frozen and runs are deterministic
     bar = tqdm(range(cfg.steps), disable=not progress, desc=f"train {cfg.probe}", leave=False)
     for step in bar:
@@ -83,9 +84,11 @@ def fit(cfg, model, tok, handle, named, episodes, progress, fixed=frozenset()) -
         history["lr"].append(sched.get_last_lr()[0])
         last = step + 1 == cfg.steps
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
+            t_val = time.perf_counter()
             acc = evaluate(handle, tok, val_eps, ("reservoir",), cfg.eval_batch_size, cfg.scoring)[
                 "reservoir"
             ]["acc"]
+            validation_s += time.perf_counter() - t_val
             history["val_step"].append(step + 1)
             history["val_acc"].append(acc)
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{acc:.3f}")
@@ -100,5 +103,6 @@ def fit(cfg, model, tok, handle, named, episodes, progress, fixed=frozenset()) -
         for n, p in named.items():
             p.copy_(best[2][n])
     history["best_val_acc"], history["best_step"] = best[0], best[1]
+    history["validation_s"] = validation_s
     handle.reset_state()
     return history

@@ -164,12 +164,20 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
             )
         handle.calibrate(tok, [e.passes[0] for e in episodes["train"][:8]])  # e.g. a slot gain
         fixed, gate_fit = set(), None
+        t_gate = time.perf_counter()
         if cfg.read_gate:  # the query gate fitted first, then frozen (ran.training.read_gate)
             from ran.training.read_gate import fit_read_gate, frozen_names
 
             gate_fit = fit_read_gate(handle, tok, episodes["train"], cfg.read_gate)
             fixed = frozen_names(named, handle)
+        t_fit = time.perf_counter()
         history = fit(cfg, model, tok, handle, named, episodes, progress, fixed)
+        # where the wall time went, in seconds (the loop's includes validation); beside the
+        # history, which is identical between two runs of one config, timings are not
+        phase_s = dict(
+            setup=t_gate - t0, read_gate=t_fit - t_gate, loop=time.perf_counter() - t_fit,
+            validation=history.pop("validation_s"),
+        )  # fmt: skip
         if gate_fit is not None:
             history["read_gate"] = gate_fit
     wall = time.perf_counter() - t0
@@ -181,6 +189,7 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
         "config": cfg.to_dict(),
         "seed": cfg.seed,
         "wall_time_s": wall,
+        "phase_s": phase_s,
         "versions": package_versions(),
         "params": outputs.rel(params_path) if _inside(outputs, params_path) else str(params_path),
         "history": history,

@@ -7,6 +7,10 @@ the target with ``os.replace`` (atomic on POSIX within one file system), and
 the folder itself is fsynced so the rename survives a power cut. A reader sees
 either the old file or the new one, never a torn mix; a killed writer leaves
 at most a stray ``.<name>.*.tmp`` file, never a truncated target.
+
+:func:`file_lock` serialises a build that several processes may start at once
+(two training workers converting the embedded model on a cold cache): the second
+waits for the first, then finds the finished result instead of rebuilding it.
 """
 
 from __future__ import annotations
@@ -88,3 +92,26 @@ def atomic_save_safetensors(tensors: dict, path: str | Path, metadata: dict | No
 
     blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     return atomic_write(path, blob)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path):
+    """Hold an exclusive advisory lock (``fcntl.flock``) on ``path`` for the with-block.
+
+    Another process entering the same lock waits until this one leaves it (a killed
+    holder releases it: the kernel drops the lock with the file descriptor). Where
+    ``fcntl`` does not exist (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on the platforms this project runs on
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -37,3 +37,22 @@ def test_readme_example_recalls_the_secret(monkeypatch, capsys):
     exec(compile(readme_example(), "README.md", "exec"), namespace)
     assert namespace["top"] == namespace["secret"]
     assert capsys.readouterr().out.strip().endswith(f"recalled: {namespace['secret']}")
+
+
+def test_recipe_example_builds_the_config_it_describes():
+    """The README's ``ran.fact_memory()`` block compiles, and its first line builds the
+    recipe with the override it shows (training it is notebook 06's work, not a test's)."""
+    import ran
+
+    section = README.read_text().split("## Use it in your own code", 1)[1].split("\n## ", 1)[0]
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", section, flags=re.S)
+               if "ran.fact_memory(" in b]  # fmt: skip
+    compile(code, "README.md", "exec")
+    first = code.splitlines()[0]
+    assert first.startswith("cfg = ran.fact_memory(")
+    namespace: dict = {"ran": ran}
+    exec(first, namespace)
+    cfg = namespace["cfg"]
+    assert cfg.steps == 80 and cfg.seed == 1 and cfg.probe_params["k"] == 16
+    assert cfg.config_hash() != ran.fact_memory().config_hash()  # the override took effect
+    assert len(cfg.make_probe().splits()["test"]) > 0

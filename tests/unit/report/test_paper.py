@@ -121,8 +121,12 @@ def test_appendix_lists_the_runs_the_results_name(tmp_path):
            "kl_weight": 3.0, "query_gate": True,
            "reservoir": {"units": 512, "sr": 0.9, "lr": 1.0, "input_scaling": 1.0, "seed": 0}}  # fmt: skip
     (out.results / "runs").mkdir(parents=True)
+    nested = {k: v for k, v in cfg.items() if k not in ("query_gate", "reservoir")} | {
+        "injection": {"readout": "decoded", "write_gate": True, "reservoir": {
+            "units": 1024, "sr": 0.9, "lr": 0.01, "input_scaling": 0.1, "seed": 0}}}  # fmt: skip
     for h in ("aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"):
-        rec = {"hash": h, "config": cfg, "wall_time_s": 120.0, "history": {"step": [5, 10]}}
+        rec = {"hash": h, "config": nested if h[0] == "b" else cfg, "wall_time_s": 120.0,
+               "history": {"step": [5, 10]}}  # fmt: skip
         (out.results / "runs" / f"{h}.json").write_text(json.dumps(rec))
     save_results("03_h1", {"runs": {"secret_word K=16": {"hash": "aaaaaaaaaaaaaaaa"}}}, out, seed=0)
     save_results("04_cmp", {"comparison": {"reservoir": {"runs": {"recall": {
@@ -137,6 +141,10 @@ def test_appendix_lists_the_runs_the_results_name(tmp_path):
     assert "reservoir, N 512, sr 0.9, leak 1, input 1, seed 0; peak lr 0.02, batch 8, KL 3, " in row
     assert row.endswith("| 2/10 | 2 |")
     assert "`cccccccccccccccc`" not in md and "`bbbbbbbbbbbbbbbb`" in md
+    nested_row = next(line for line in md.splitlines() if "`bbbbbbbbbbbbbbbb`" in line)
+    assert ("reservoir (decoded read), N 1024, sr 0.9, leak 0.01, input 0.1, seed 0; "
+            "peak lr 0.02, batch 8, KL 3, write gate |") in nested_row  # fmt: skip
+    assert label(("settings", "h1_hash")) == "H1 run"
     assert label(("per_seed", "hash", 3)) == "seed 3"
     assert label(("scaling", "points", 0, "run", "hash")) == "scaling point 0"
 

@@ -48,7 +48,7 @@ def _h1_inputs(k16_acc=0.97, d_trained=0.5, wall_s=120.0):
                                  history=dict(step=[20, 40], best_val_acc=0.9)),
     }  # fmt: skip
     args = (
-        "tiny", {4: _ev(0.99), 16: _ev(k16_acc, 1 / 16)}, _ev(0.8, 0.2),
+        "tiny", "secret_word K=16", {4: _ev(0.99), 16: _ev(k16_acc, 1 / 16)}, _ev(0.8, 0.2),
         {"sr=0.9": [_s(0.9), _s(0.5)]}, perplexity, True,
         dict(carried=dict(norm=3.0, finite=True), after_blocks=dict(norm=2.5),
              idle=dict(norm=0.0, finite=True)),
@@ -68,7 +68,7 @@ def test_h1_findings_blocks_and_tables():
 
     args, kwargs = _h1_inputs()
     out = h1.findings(*args, **kwargs)
-    assert len(out) == 20 and sum(b["kind"] == "target" for b in out) == 5
+    assert len(out) == 21 and sum(b["kind"] == "target" for b in out) == 5
     probes, ppl, gen, runs = (b for b in out if b["kind"] == "table")
     assert probes["columns"] == ["probe", "n", "chance", *CONTROLS]
     assert [r[0] for r in probes["rows"]] == [
@@ -82,6 +82,9 @@ def test_h1_findings_blocks_and_tables():
     text = " ".join(_texts(out))
     assert "Recall at K = 16 is 0.970 [0.950, 0.990] (n = 100; reset control 0.062" in text
     assert "After training, held-out ΔPPL is +0.500%" in text
+    assert "measured on the run secret_word K=16 (config hash abc)." in text
+    with pytest.raises(KeyError, match="not among the runs"):
+        h1.findings(args[0], "fact memory", *args[2:], **kwargs)
     assert "above both controls (non-overlapping 95% CIs)" in text  # 0.8 +- 0.02 vs 0.2
     assert "(2 cores, 1 torch threads)." in text
     assert "NLL 2.3026 for both, exactly equal" in text and "ΔPPL = 0 exactly" in text

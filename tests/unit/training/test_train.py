@@ -135,6 +135,11 @@ def test_run_is_reproducible_bit_for_bit_and_cached(tmp_path):
     doc = json.loads(a.run_path.read_text())
     assert doc["config"] == cfg.to_dict() and doc["seed"] == cfg.seed and doc["wall_time_s"] > 0
     assert doc["history"]["loss"] == b.history["loss"]
+    phases = doc["phase_s"]  # where the wall time went; kept out of the compared history
+    assert set(phases) == {"setup", "read_gate", "loop", "validation"}
+    assert all(v >= 0 for v in phases.values()) and phases["validation"] <= phases["loop"]
+    assert phases["setup"] + phases["read_gate"] + phases["loop"] <= doc["wall_time_s"]
+    assert phases["validation"] > 0 and "validation_s" not in doc["history"]  # 2 evaluations
     # The saved config alone reproduces the run (same hash, same bytes).
     again = T.TrainConfig.from_dict(doc["config"])
     assert again.config_hash() == a.hash == a.run_path.stem

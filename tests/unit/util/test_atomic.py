@@ -286,3 +286,24 @@ def test_an_injected_model_refuses_a_state_of_another_reservoir_size(tmp_path):
     with inject(m, InjectionConfig(reservoir=ReservoirConfig(units=32))) as h:
         with pytest.raises(ValueError, match="saved from a different reservoir"):
             h.load_state(path)
+
+
+def test_file_lock_serialises_two_processes(tmp_path):
+    """Two processes in one lock never overlap: the log shows start/end pairs, not a mix
+    (without the lock both would start before either ends)."""
+    import subprocess
+    import sys
+
+    log, lock = tmp_path / "log", tmp_path / "sub" / ".build.lock"
+    code = (
+        "import sys, time\n"
+        "from ran.util.atomic import file_lock\n"
+        "with file_lock(sys.argv[1]):\n"
+        "    open(sys.argv[2], 'a').write('start\\n')\n"
+        "    time.sleep(0.5)\n"
+        "    open(sys.argv[2], 'a').write('end\\n')\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(lock), str(log)]) for _ in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert log.read_text().split() == ["start", "end", "start", "end"]
+    assert lock.is_file()  # the lock's folder was created
