@@ -168,12 +168,12 @@ for k in ks:
                                    evaluate, res.handle, res.tokenizer, eps, CONTROLS, 32)  # fmt: skip
     print(f"K={k} (readout K={h1.readout_for(k, train_ks)}, {t_eval:.0f} s): "
           + ", ".join(f"{c} {capacity[k][c]['acc']:.3f}" for c in CONTROLS))  # fmt: skip
-sw_main = trained[h1.readout_for(h1_k, train_ks)]  # the k adapter (ran demo, README)
+sw_k = h1.readout_for(h1_k, train_ks)
+sw_main = trained[sw_k]  # the k adapter (ran demo, README)
 for k in train_ks:
     if trained[k] is not sw_main:
         del trained[k].model, trained[k].handle
-main = sw_main  # serves H1, generation and overhead ...
-h1_label = f"secret_word K={h1.readout_for(h1_k, train_ks)}"
+main, h1_label = sw_main, f"secret_word K={sw_k}"  # serves H1, generation and overhead ...
 if fact_cfg is not None:  # ... unless it is the fact memory, the library's default
     h1_label = h1.FACT_LABEL
     main = runs[h1_label] = train(fact_cfg, outputs, progress=False)

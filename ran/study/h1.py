@@ -277,7 +277,8 @@ def findings(
     cpu_count: int | None = None,
 ) -> list[dict]:
     """Notebook 03's findings blocks: the probe table and must-shows, the figures, H1's
-    (measured on the run ``h1_label``, a key of ``runs``) perplexity table and targets, stability, generation, overhead and the training budget.
+    perplexity table and targets, stability, generation, overhead and the training budget,
+    the last four measured on the run ``h1_label`` (a key of ``runs``).
 
     ``capacity`` (K -> evaluation with every control), ``elapsed`` (evaluation),
     ``idle_curves`` (label -> reservoir summary per idle count), ``perplexity``

@@ -92,7 +92,6 @@ def half_life(xs, accs, chance: float) -> float | None:
 # ----------------------------------------------------------------------------- configurations
 # Write sides compared on the same probe and budget: TrainConfig overrides, those of
 # TrainConfig.injection under "injection" (ran.util.configio.updated).
-_DECODED = DECODED_READ  # the decoded read side (ran.training.recipes)
 _INPUT = dict(drive_source="input")
 WRITE_SIDES = {
     "pure": dict(injection=dict(pooling="last", drive_source="output", write_gate=False)),
@@ -102,12 +101,14 @@ WRITE_SIDES = {
     "token+gate": dict(injection=_INPUT | dict(pooling="token", write_gate=True)),
     # the decoded read side (ran.injection.decoded): per-token write gates (init 1/2), the
     # state decoded back into the residual stream; its read gate starts open, it trains faster
-    "decoded": dict(injection=_DECODED | dict(query_gate=False), learning_rate=0.05, kl_weight=0.0),
+    "decoded": dict(
+        injection=DECODED_READ | dict(query_gate=False), learning_rate=0.05, kl_weight=0.0
+    ),
     # the same with a query gate (open at init) and the KL term on plain text: the H1 trade.
     # It keeps its last step: selected by validation accuracy it would keep an early step,
     # recalling well before the KL has shaped its read side (dPPL +165% that way)
     "decoded+kl": dict(
-        injection=_DECODED | dict(query_gate=True),
+        injection=DECODED_READ | dict(query_gate=True),
         learning_rate=0.05,
         kl_weight=3.0,
         kl_batch=2,

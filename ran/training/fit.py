@@ -41,7 +41,9 @@ def fit(cfg, model, tok, handle, named, episodes, progress, fixed=frozenset()) -
     gate and any LoRA adapters) with a warm-up and cosine schedule, validation every
     ``cfg.eval_every`` steps with early stopping; returns the curves and leaves the
     best-validation parameters loaded (``cfg.select == "last"``: the final step's). The
-    tensors named in ``fixed`` are kept as they are (e.g. a fitted read gate)."""
+    tensors named in ``fixed`` are kept as they are (e.g. a fitted read gate). The curves'
+    ``validation_s`` (seconds spent validating) is a timing: ``train`` moves it to the run
+    record's ``phase_s``, out of the history two runs of one config share bit for bit."""
     params = [p for n, p in named.items() if n not in fixed]
     for n, p in named.items():
         p.requires_grad_(n not in fixed)
