@@ -76,7 +76,9 @@ layer = 15  # injected layer, -1 for the middle layer
 threads = 2  # torch threads
 k = 16  # candidates per question (chance 1/k)
 k_large = 64  # the capacity point of the best configuration (0: skip)
-steps = 80  # optimiser steps per run (no early stopping: the budget is equal)
+k_large_steps = 80  # its optimiser steps (64 keys learn more slowly)
+steps = 40  # optimiser steps per run (no early stopping: the budget is equal)
+eval_every = 20  # validation every this many steps (the best validation step is kept)
 learning_rate = 0.02  # peak AdamW learning rate (write sides may set their own: RT.WRITE_SIDES)
 gate_init = 0.5  # read-gate logit at init
 kl_weight = 0.0  # KL(base || injected) on plain text per step (0: off; notebook 03 uses 3.0)
@@ -107,7 +109,7 @@ d_list = "0,1,2,4,8,16"  # distractor passes tested
 idle_list = "0,2,8,32"  # idle ticks tested
 
 # %%
-smoke = dict(model_name="tiny-llama", adapter_name="tiny-llama-fact-asked", memory_adapter="tiny-llama-fact", layer=-1, k=4, k_large=0, steps=3, n_train=96,
+smoke = dict(model_name="tiny-llama", adapter_name="tiny-llama-fact-asked", memory_adapter="tiny-llama-fact", layer=-1, k=4, k_large=0, steps=3, eval_every=1, n_train=96,
              n_train_keys=0, n_test=16, ref_n_test=16, compare="pure", h1_rows="", kl_weights="1", grid_lr="0.1,0.01", grid_sr="0.9", grid_n=8, units=64,
              d_list="0,2", idle_list="0,4", train_distractors="0,1", train_idle="0,2")  # fmt: skip
 if profile == "smoke":
@@ -126,7 +128,7 @@ injection = InjectionConfig(layer=None if layer < 0 else layer, gate_init=gate_i
                             query_gate=True, reservoir=reservoir)  # fmt: skip
 base = TrainConfig(model_name=model_name, injection=injection, probe="fact_in_text",
                    probe_params=probe_params, steps=steps, learning_rate=learning_rate,
-                   batch_size=16, warmup_steps=5, eval_every=max(1, steps // 4), patience=0,
+                   batch_size=16, warmup_steps=5, eval_every=eval_every, patience=0,
                    seed=seed, kl_weight=kl_weight, kl_batch=kl_batch, kl_len=kl_len)  # fmt: skip
 print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {steps} steps")
 
@@ -137,7 +139,7 @@ print(f"profile={profile}: {model_name}, K={k}, {len(keys)} training keys, {step
 # %%
 t0 = time.perf_counter()
 configs, _, large_cfg = RT.plan(base, best, best_lr, best_sr, results.parse_list(compare, str, allow_empty=True),
-                                k_large=k_large)  # fmt: skip
+                                k_large=k_large, large_steps=k_large_steps)  # fmt: skip
 kl_cfgs = H1T.kl_plan(base, best_lr, best_sr, ints(kl_weights, float, allow_empty=True))
 jobs.train_all(
     [*configs.values(), *kl_cfgs.values(), *([large_cfg] if large_cfg else [])], outputs

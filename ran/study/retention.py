@@ -235,13 +235,14 @@ def restore(run) -> None:
     run.handle = _reinject(run.model, run.config, run.handle)
 
 
-def plan(base, best, best_lr, best_sr, compare=(), grid_lr=(), grid_sr=(), k_large=0):
+def plan(base, best, best_lr, best_sr, compare=(), grid_lr=(), grid_sr=(), k_large=0,
+         large_steps=None):  # fmt: skip
     """Notebook 06's training runs: ``(configs, grid, large)``.
 
     ``configs``: the best write side at the best regime (first), each write side of
     ``compare`` at that regime, and the no-recurrence reference (W = 0); ``grid``:
     ``{(lr, sr): config}`` of the best write side; ``large``: the best at ``K = k_large``
-    (None when 0). Runs shared by several entries have one hash and train once.
+    (None when 0), trained for ``large_steps`` (None: the base's steps). Runs shared by several entries have one hash and train once.
     """
     configs = {f"{best} lr={best_lr:g} sr={best_sr:g}": config_for(base, best, best_lr, best_sr)}
     for name in compare:
@@ -253,9 +254,9 @@ def plan(base, best, best_lr, best_sr, compare=(), grid_lr=(), grid_sr=(), k_lar
     large = None
     if k_large:
         first = next(iter(configs.values()))
-        large = config_for(
-            base, best, best_lr, best_sr, probe_params=first.probe_params | {"k": k_large}
-        )
+        steps = {"steps": large_steps} if large_steps else {}
+        params = first.probe_params | {"k": k_large}
+        large = config_for(base, best, best_lr, best_sr, probe_params=params, **steps)
     return configs, grid, large
 
 

@@ -5,7 +5,7 @@ direction into every query that reads it, with nearly all of a query's attention
 Read everywhere, that recalls well and wrecks plain text (H1: dPPL in the thousands of
 percent after a fact pass). Its per-token query gate ``s = sigmoid(w . x + b)`` (``x``
 layer L's attention input; :meth:`ran.injection.slots.SlotReadout.select`) is what should
-tell the two apart, but trained by the recall loss and the KL term in the same 80 steps it
+tell the two apart, but trained by the recall loss and the KL term in the same steps it
 stayed open on text and questions alike (notebook 06's trade-off). Here it is fitted
 *before* training, as its own supervised problem, and then frozen:
 

@@ -11,8 +11,9 @@ that holds a fact told in running text through unrelated passes and idle ticks:
 * read side: the decoded slot (:mod:`ran.injection.decoded`), with a read gate fitted
   before training and frozen (:mod:`ran.training.read_gate`): open at the end of a
   question, shut on plain text, which keeps H1;
-* training: 80 steps at learning rate 0.05 on the ``fact_in_text`` probe with a curriculum
-  of distractor passes (:data:`FACT_MEMORY_DISTRACTORS`).
+* training: 40 steps at learning rate 0.05 on the ``fact_in_text`` probe with a curriculum
+  of distractor passes (:data:`FACT_MEMORY_DISTRACTORS`); 80 steps recalled no better
+  held-out (its validation peaked at step 40) at twice the cost.
 
 ``tests/unit/training/test_recipes.py`` checks that this recipe's hash is the hash of the
 best configuration in ``data/results/06_retention.json``: the default and the measurement
@@ -57,10 +58,10 @@ def fact_memory(model_name: str = "smollm2-135m", k: int = 16, layer: int | None
     probe_params : merged into the recipe's ``fact_in_text`` parameters (e.g.
         ``{"n_train": 96}``); ``k`` is set by the argument.
     overrides : TrainConfig fields to change, those of ``injection`` as a dict under it
-        (e.g. ``steps=40``, ``injection={"reservoir": {"seed": 3}}``).
+        (e.g. ``steps=80``, ``injection={"reservoir": {"seed": 3}}``).
 
-    >>> fact_memory(steps=40).steps
-    40
+    >>> fact_memory(steps=80).steps
+    80
     """
     if k < 2:
         raise ValueError(f"k must be >= 2 (candidates per question), got {k}")
@@ -72,6 +73,6 @@ def fact_memory(model_name: str = "smollm2-135m", k: int = 16, layer: int | None
     injection = InjectionConfig(layer=layer, reservoir=ReservoirConfig(**FACT_MEMORY_REGIME),
                                 **side.pop("injection"))  # fmt: skip
     cfg = TrainConfig(model_name=model_name, injection=injection, probe="fact_in_text",
-                      probe_params=params, steps=80, batch_size=16, warmup_steps=5,
+                      probe_params=params, steps=40, batch_size=16, warmup_steps=5,
                       eval_every=20, patience=0, seed=seed, kl_batch=2, kl_len=48, **side)  # fmt: skip
     return updated(cfg, **overrides)
