@@ -148,3 +148,21 @@ def test_worker_count_and_train_all_skips(tmp_path, monkeypatch):
     # one worker: nothing is submitted, the caller trains in-process as before
     rep = J.train_all(_configs(2), Outputs("smoke", root=tmp_path), progress=None)
     assert rep.rows == [] and not (tmp_path / "build").exists()
+
+
+def test_longest_first_starts_unknown_configs_then_the_longest_recorded(tmp_path):
+    """Jobs start in LPT order: configs without a run record first, then by recorded wall
+    time, longest first; an unreadable record counts as unknown."""
+    cfgs = _configs(5)
+    walls = [30.0, None, 300.0, "bad", 120.0]  # None: no record; "bad": a broken record
+    todo = []
+    for i, (cfg, wall) in enumerate(zip(cfgs, walls, strict=True)):
+        path = tmp_path / f"{i}.json"
+        if wall == "bad":
+            path.write_text("{")
+        elif wall is not None:
+            path.write_text(json.dumps({"wall_time_s": wall}))
+        todo.append((cfg, path))
+    order = [cfgs.index(c) for c in J.longest_first(todo)]
+    assert order == [1, 3, 2, 4, 0]
+    assert J.longest_first([]) == []
