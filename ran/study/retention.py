@@ -242,7 +242,8 @@ def plan(base, best, best_lr, best_sr, compare=(), grid_lr=(), grid_sr=(), k_lar
     ``configs``: the best write side at the best regime (first), each write side of
     ``compare`` at that regime, and the no-recurrence reference (W = 0); ``grid``:
     ``{(lr, sr): config}`` of the best write side; ``large``: the best at ``K = k_large``
-    (None when 0), trained for ``large_steps`` (None: the base's steps). Runs shared by several entries have one hash and train once.
+    (None when 0), trained for ``large_steps`` (None: the base's steps). Runs shared by
+    several entries have one hash and train once.
     """
     configs = {f"{best} lr={best_lr:g} sr={best_sr:g}": config_for(base, best, best_lr, best_sr)}
     for name in compare:

@@ -108,18 +108,15 @@ def longest_first(todo):
     longest first. The order changes no result (every job trains independently)."""
     import json
 
-    def known(item):
+    def start_key(item):  # sorted() is stable: ties keep the given order
         path = item[1]
-        if not path.is_file():
-            return None
         try:
-            return float(json.loads(path.read_text())["wall_time_s"])
-        except (ValueError, KeyError, TypeError):
-            return None
+            wall = float(json.loads(path.read_text())["wall_time_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return (False, 0.0)  # no record, or an unreadable one: unknown cost, first
+        return (True, -wall)
 
-    cost = [known(item) for item in todo]
-    order = sorted(range(len(todo)), key=lambda i: (cost[i] is not None, -(cost[i] or 0.0), i))
-    return [todo[i][0] for i in order]
+    return [cfg for cfg, _ in sorted(todo, key=start_key)]
 
 
 def train_all(configs, outputs, workers=None, share_lower=True, progress=print):
