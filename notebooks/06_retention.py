@@ -36,8 +36,10 @@
 # training** (`ran.training.read_gate`: a logistic regression on layer L's input,
 # open at the end of question passes, shut on text, then frozen), trained with
 # 0-4 distractor passes mixed in. References: the pure write side
-# (no learned part), **no recurrence** (W = 0), a trained recurrence (GRU) and
-# the prefix mechanism. Controls on
+# (no learned part), **no recurrence** (W = 0) and a trained recurrence (GRU);
+# the **wide comparison** (`-p extended true`, saved as `06_extended`, outside
+# `make all`'s budget) adds the prefix mechanism, the KL-trained read side and
+# the KL trade-off. Controls on
 # the identical episodes: reset, shuffled, stateless, oracle, chance. Logic
 # lives in `ran.study.retention`, `ran.injection.write` and `ran.training.train`; figures in
 # `ran.report.figures.retention`.
@@ -76,7 +78,7 @@ layer = 15  # injected layer, -1 for the middle layer
 threads = 2  # torch threads
 k = 16  # candidates per question (chance 1/k)
 k_large = 64  # the capacity point of the best configuration (0: skip)
-k_large_steps = 80  # its optimiser steps (64 keys learn more slowly)
+k_large_steps = 40  # its optimiser steps (at 80 its validation peaked at step 20)
 steps = 40  # optimiser steps per run (no early stopping: the budget is equal)
 eval_every = 20  # validation every this many steps (the best validation step is kept)
 learning_rate = 0.02  # peak AdamW learning rate (write sides may set their own: RT.WRITE_SIDES)
@@ -94,9 +96,9 @@ best_lr = 0.01  # its leak rate
 best_sr = 0.9  # its spectral radius
 input_scaling = 0.1  # W_in scale of every run (small: the near-linear regime the decoder inverts)
 units = 1024  # reservoir units N of every run
-compare = "decoded,decoded+kl,pure,gru,prefix"  # other write sides and references, best regime
+compare = "decoded,pure,gru"  # other write sides and references, best regime
 h1_rows = "decoded"  # rows whose H1 (dPPL after a fact pass) is measured besides the best
-kl_weights = "3,30"  # the H1 trade-off: decoded+kl at each KL weight ("": skip)
+kl_weights = ""  # the H1 trade-off: decoded+kl at each KL weight ("": skip)
 grid_lr = "1.0,0.1,0.01,0.003"  # leak rates of the regime heat map (best run, reservoir swapped)
 grid_sr = "0.5,0.9,1.2"  # spectral radii of the regime heat map
 grid_n = 32  # test episodes per heat-map cell
@@ -107,13 +109,20 @@ memory_adapter = "smollm2-135m-fact"  # the adapter of ran demo and the agent (n
 memory_row = "decoded"  # ... this write side's run (reads at every prompt token; else the best)
 d_list = "0,1,2,4,8,16"  # distractor passes tested
 idle_list = "0,2,8,32"  # idle ticks tested
+extended = False  # the wide comparison (`wide` below), saved as 06_extended; outside make all
 
 # %%
 smoke = dict(model_name="tiny-llama", adapter_name="tiny-llama-fact-asked", memory_adapter="tiny-llama-fact", layer=-1, k=4, k_large=0, steps=3, eval_every=1, n_train=96,
              n_train_keys=0, n_test=16, ref_n_test=16, compare="pure", h1_rows="", kl_weights="1", grid_lr="0.1,0.01", grid_sr="0.9", grid_n=8, units=64,
              d_list="0,2", idle_list="0,4", train_distractors="0,1", train_idle="0,2")  # fmt: skip
+# the wide comparison: python -m ran run --only 06 -p extended true (the default rows load cached)
+wide = dict(compare="decoded,decoded+kl,pure,gru,prefix", kl_weights="3,30")
 if profile == "smoke":
     globals().update(smoke)
+default_compare = compare  # the rows make all trains (the wide findings name the others)
+if extended:
+    globals().update(wide)
+name = "06_extended" if extended else "06_retention"  # results file and figure
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
 ints = results.parse_list
@@ -209,7 +218,7 @@ bars = pd.DataFrame(RTF.bar_rows(measured))
 fig = RV.figure({lb: m["distractors"] for lb, m in measured.items()},
                 {lb: m["idle"] for lb, m in measured.items()}, bars, chance,
                 grid_df if len(grid_df) > 1 else None)  # fmt: skip
-fig_path = outputs.figure_path("06_retention.png")
+fig_path = outputs.figure_path(f"{name}.png")
 fig.savefig(fig_path, dpi=130, bbox_inches="tight")
 plt.show()
 trade_path = None
@@ -229,12 +238,18 @@ esn = RTF.esn_context(
     results.load_results("01_esn_dynamics", outputs) if esn_path.exists() else None
 )
 trade_blocks = H1T.tradeoff_findings(tradeoff, best_label, h1.get(best_label), trade_path, outputs)
-findings = RTF.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
-                       trade_blocks)  # fmt: skip
+if extended:  # the wide comparison's findings name the rows make all does not train
+    default_rows = list(
+        RT.plan(base, best, best_lr, best_sr, ints(default_compare, str, allow_empty=True))[0]
+    )
+    findings = RTF.extended_findings(measured, default_rows, k, fig_path, outputs, trade_blocks)  # fmt: skip
+else:
+    findings = RTF.findings(measured, best_label, grid_df, large, k, k_large, fig_path, outputs, h1, esn,
+                           trade_blocks)  # fmt: skip
 payload = dict(configs={lb: c.to_dict() | {"hash": c.config_hash()} for lb, c in configs.items()},
                measured=measured, grid=grid_rows, large=large, tradeoff=tradeoff, train_s=train_s, runs=runs, adapter=adapter, memory_adapter=memory, h1=h1,
                compute_s=compute_s, n_train_keys=len(keys), probe_params=probe_params | {"train_keys": len(keys)})  # fmt: skip
-path = results.save_results("06_retention", payload, outputs, seed=seed, model_name=model_name,
+path = results.save_results(name, payload, outputs, seed=seed, model_name=model_name,
                             wall_time_s=time.perf_counter() - t0, findings=findings)  # fmt: skip
 print(path)
 for f in findings:

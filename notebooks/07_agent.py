@@ -70,7 +70,7 @@ key = "castle"  # the fact of the scripted conversation
 recall_keys = 16  # the script again for this many held-out test keys and templates (0: skip)
 max_new_tokens = 16  # tokens per reply
 interactive = False  # True: an ipywidgets chat panel with a live plot of r(t)
-threads = 1  # torch threads
+threads = 2  # torch threads (2: the notebook has the machine to itself)
 
 # %%
 outputs = results.Outputs(profile)

@@ -2,7 +2,8 @@
 
 - ``run --profile {smoke,default,paper} [--only 01,03] [--lanes N] [-p name value]``: execute the
   notebooks with papermill (N at once), export HTML (see :mod:`ran.pipeline`).
-- ``report --profile P [--no-pdf]``: fill FINDINGS.md from data/results and build the PDF.
+- ``report --profile P [--no-pdf] [--diff DIR]``: fill FINDINGS.md from data/results and build the
+  PDF (``--diff``: only compare the results with another folder's, timing left out).
 - ``bench {overhead,passcost,sweep,lowercache,notebooks,training,agent,all} [--profile P]``:
   benchmarks measured in one run, saved as sections of data/results/bench.json (see
   :mod:`ran.bench`); ``bench refresh`` rebuilds its checks, sentences and findings from the
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="fill FINDINGS.md from data/results and build the PDF")
     rep.add_argument("--profile", choices=PROFILES, default="default")
     rep.add_argument("--no-pdf", action="store_true")
+    rep.add_argument(
+        "--diff", metavar="DIR", default=None,
+        help="only compare the profile's results with DIR's (timing and provenance left out)",
+    )  # fmt: skip
 
     bench = sub.add_parser("bench", help="benchmarks, saved to data/results/bench.json")
     bench.add_argument("which", choices=[*BENCHES, "all", "refresh"])
@@ -95,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(rep.wall_time_s.values())
         print(f"ran {len(rep.wall_time_s)} notebook(s) in {rep.elapsed_s:.0f} s, {rep.lanes} at "
               f"a time ({total:.0f} s of notebooks; profile {args.profile})")  # fmt: skip
+        return 0
+    if args.command == "report" and args.diff:
+        from ran.report.resdiff import diff_dirs, render
+
+        print(render(diff_dirs(Outputs(args.profile).results, args.diff)))
         return 0
     if args.command == "report":
         from ran.report.findings import report

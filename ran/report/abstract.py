@@ -75,9 +75,10 @@ def recall_sentence(h1: dict) -> str:
     return out + "."
 
 
-def retention_sentence(ret: dict) -> str:
+def retention_sentence(ret: dict, wide: dict | None = None) -> str:
     """Held-out retention (06): the first configuration's recall at d = 0, after 8 distractor
-    passes and after the most idle ticks, its H1 cost, and the trade-off's cheapest point."""
+    passes and after the most idle ticks, its H1 cost, and the trade-off's cheapest point
+    (from the wide comparison ``wide``, 06_extended, when the default run has none)."""
     label, m = next(iter(ret["measured"].items()))
     d, i = m["distractors"], m["idle"]
     d8 = next((r for r in d if r["distractors"] == 8), d[-1])
@@ -94,7 +95,7 @@ def retention_sentence(ret: dict) -> str:
     h1 = (ret.get("h1") or {}).get(label)
     if h1:
         out += f", at a perplexity cost of {_pct(h1['dppl_pct'])} on plain text after a fact pass"
-    trade = ret.get("tradeoff") or []
+    trade = ret.get("tradeoff") or (wide or {}).get("tradeoff") or []
     if trade:
         low = min(trade, key=lambda p: abs(p["h1"]["dppl_pct"]))
         out += (
@@ -160,7 +161,7 @@ SOURCES = (
     (("02_surgery", "03_h1_nondestruction"), init_sentence),
     (("03_h1_nondestruction",), h1_sentence),
     (("03_h1_nondestruction",), recall_sentence),
-    (("06_retention",), retention_sentence),
+    (("06_retention", "06_extended?"), retention_sentence),
     (("07_agent",), agent_sentence),
     (("05_seed_selection",), seeds_sentence),
     (("bench",), overhead_sentence),
@@ -170,13 +171,15 @@ SOURCES = (
 def abstract(outputs: Outputs) -> str:
     """The abstract paragraph from the results of ``outputs`` (see module doc)."""
     sentences, missing = [], []
-    for names, fn in SOURCES:
-        paths = [outputs.results / f"{n}.json" for n in names]
-        absent = [n for n, p in zip(names, paths, strict=True) if not p.exists()]
+    for names, fn in SOURCES:  # a name ending in "?" is optional (None when absent)
+        paths = [outputs.results / f"{n.rstrip('?')}.json" for n in names]
+        absent = [
+            n for n, p in zip(names, paths, strict=True) if not p.exists() and not n.endswith("?")
+        ]
         if absent:
             missing += [n for n in absent if n not in missing]
             continue
-        payloads = [json.loads(p.read_text())["results"] for p in paths]
+        payloads = [json.loads(p.read_text())["results"] if p.exists() else None for p in paths]
         try:
             sentences.append(fn(*payloads))
         except (KeyError, IndexError, TypeError, ValueError, StopIteration):

@@ -136,7 +136,10 @@ def fill_readme(outputs: Outputs, root: Path) -> bool:
 
 
 # Results files that `make all` does not write, and the options of `ran run` that do.
-RUN_OPTIONS = {"04_extended": " --only 04 -p extended true"}
+RUN_OPTIONS = {
+    "04_extended": " --only 04 -p extended true",
+    "06_extended": " --only 06 -p extended true",
+}
 
 
 # Generated blocks that are not one results file's findings: name -> body from all results.

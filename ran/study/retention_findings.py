@@ -328,3 +328,40 @@ def findings(
         )
     )
     return out
+
+
+def extended_findings(measured, default_rows, k, fig_path, outputs, tradeoff=()) -> list[dict]:
+    """The findings of the wide comparison (``06_extended``): the rows ``make all`` does not
+    train (those not in ``default_rows``) beside the default ones, their curves, and the KL
+    trade-off blocks ``tradeoff``."""
+    from ran.util.results import figure
+
+    extra = [lb for lb in measured if lb not in default_rows]
+    out = [
+        text(
+            f"The wide comparison adds {len(extra)} configuration(s) to notebook 06's default "
+            f"rows ({', '.join(extra) or 'none'}) on the same held-out probe (K = {k}), with the "
+            "default rows loaded from their cached runs and evaluations."
+        ),
+        table(
+            f"Held-out recall per configuration, wide comparison (K = {k}): d = distractor "
+            "passes, idle = ticks; half-lives interpolate between measured points",
+            SUMMARY_COLUMNS,
+            summary_rows(measured),
+        ),
+    ]
+    for label in extra:
+        out.append(
+            curve_table(label, "distractors", measured[label]["distractors"], CURVE_CONTROLS)
+        )
+        out.append(curve_table(label, "idle_steps", measured[label]["idle"], CURVE_CONTROLS))
+    out += list(tradeoff)
+    out.append(
+        figure(
+            fig_path,
+            "Wide comparison: held-out recall vs distractor passes and idle ticks (95% CI bands; "
+            "dashed: reset control; dotted: chance) and CI bars per condition.",
+            outputs,
+        )
+    )
+    return out

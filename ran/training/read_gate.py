@@ -30,6 +30,8 @@ disjoint from them; a test checks it).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ran.injection.slots import StopAfterLayer, model_layers
@@ -65,36 +67,52 @@ def options(spec: dict) -> dict:
     return out  # types normalised: the same options give the same config hash
 
 
-def layer_inputs(handle, tokenizer, texts: list) -> list[torch.Tensor]:
+def layer_inputs(handle, tokenizer, texts: list, batch_rows: int = 32) -> list[torch.Tensor]:
     """Layer L's attention input (T_i, d) float64 of each text (a string, or token ids
-    (T_i,)), one pass each, run only as far as layer L (the handle's state is left as it
-    was)."""
+    (T_i,)), run only as far as layer L (the handle's state is left as it was).
+
+    Texts of equal token length run together, up to ``batch_rows`` at a time (no padding,
+    so no mask: each row is the pass a text would have alone), in a fixed order, inside
+    :func:`ran.injection.lowercache.reuse_lower`: the layers below L are frozen, so another
+    run that fits a gate on the same episodes (the same probe, curriculum and seed; shared
+    across processes through ``RAN_LOWER_DISK``) reads them back instead of recomputing.
+    """
+    from ran.injection.lowercache import reuse_lower
+
     attn = model_layers(handle.model)[0][handle.layer].self_attn
     grabbed: list[torch.Tensor] = []
 
     def grab(_module, args, kwargs):
         hs = kwargs.get("hidden_states", args[0] if args else None)
-        grabbed.append(hs[0].detach().double())
+        grabbed.append(hs.detach().double())
         raise StopAfterLayer
 
+    device = next(handle.model.parameters()).device
+    ids = [
+        tokenizer(t)["input_ids"] if isinstance(t, str) else torch.as_tensor(t).tolist()
+        for t in texts
+    ]
+    by_len: dict[int, list[int]] = {}
+    for i, seq in enumerate(ids):
+        by_len.setdefault(len(seq), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(ids)
     hook = attn.register_forward_pre_hook(grab, with_kwargs=True)
     saved = handle.state
     handle.reset_state()
-    device = next(handle.model.parameters()).device
-    out = []
     try:
-        with torch.no_grad():
-            for text in texts:
-                if isinstance(text, str):
-                    ids = tokenizer(text, return_tensors="pt")["input_ids"]
-                else:
-                    ids = torch.as_tensor(text)[None]
-                ids = ids.to(device)
-                try:
-                    handle.model(input_ids=ids, use_cache=False)
-                except StopAfterLayer:
-                    pass
-                out.append(grabbed.pop())
+        with torch.no_grad(), reuse_lower(handle):
+            for length in sorted(by_len):
+                rows = by_len[length]
+                for start in range(0, len(rows), batch_rows):
+                    chunk = rows[start : start + batch_rows]
+                    batch = torch.tensor([ids[i] for i in chunk], device=device)  # (b, T)
+                    try:
+                        handle.model(input_ids=batch, use_cache=False)
+                    except StopAfterLayer:
+                        pass
+                    hs = grabbed.pop()  # (b, T, d)
+                    for j, i in enumerate(chunk):
+                        out[i] = hs[j]
     finally:
         hook.remove()
         handle.state = saved
@@ -111,16 +129,13 @@ def features(handle, tokenizer, episodes, tail: int, n_blocks: int, extra=WL.GAT
         xs.append(x)
         ys.append(torch.cat([torch.zeros(x.shape[0] - n_pos), torch.ones(n_pos)]))
 
-    for ep in episodes:
-        feats = layer_inputs(handle, tokenizer, list(ep.passes))
-        for i, x in enumerate(feats):
-            add(x, tail if i == len(feats) - 1 else 0)
-    for x in layer_inputs(handle, tokenizer, list(extra)):
-        add(x, tail)
+    texts = [p for ep in episodes for p in ep.passes] + list(extra)  # one batched call
+    last = {i - 1 for i in itertools.accumulate(len(ep.passes) for ep in episodes)}
+    last |= set(range(len(texts) - len(extra), len(texts)))  # a question's last pass
     if n_blocks:
-        blocks = token_blocks(tokenizer, "train", 128, n_blocks)
-        for x in layer_inputs(handle, tokenizer, list(blocks)):
-            add(x, 0)
+        texts += list(token_blocks(tokenizer, "train", 128, n_blocks))
+    for i, x in enumerate(layer_inputs(handle, tokenizer, texts)):
+        add(x, tail if i in last else 0)
     return torch.cat(xs), torch.cat(ys).double()
 
 

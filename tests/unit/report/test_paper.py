@@ -58,9 +58,10 @@ def test_targets_table_collects_the_targets_of_two_results_files(tmp_path):
 
 def test_abstract_says_no_results_yet_for_missing_files(tmp_path):
     out = Outputs("smoke", root=tmp_path)
-    names = sorted({n for files, _ in SOURCES for n in files})
+    names = sorted({n for files, _ in SOURCES for n in files if not n.endswith("?")})
     none = abstract(out)
     assert none.startswith("No results yet for ") and all(f"`{n}`" in none for n in names)
+    assert "06_extended" not in none  # an optional source is never asked for
     seeds = {
         "variance": {"min": 0.148, "max": 0.293, "mean": 0.213, "sd": 0.062},
         "settings": {"seeds": list(range(8)),
@@ -157,3 +158,18 @@ def test_collected_blocks_fill_their_markers(tmp_path):
     assert names == ["abstract", "targets", "appendix"] and "\nold\n" not in filled
     assert "No results yet" in filled and "No targets recorded yet" in filled
     assert "No training runs recorded yet" in filled
+
+
+def test_retention_sentence_takes_the_trade_off_from_the_wide_comparison():
+    from ran.report.abstract import retention_sentence
+
+    pt = {"reservoir": _acc(0.9), "reset": _acc(0.07), "stateless": _acc(0.05), "chance": 0.0625}
+    ret = {"measured": {"best": {"distractors": [pt | {"distractors": 0}, pt | {"distractors": 8}],
+                                 "idle": [pt | {"idle_steps": 32}]}},
+           "configs": {"best": {"read_gate": {"tail": 3}}}, "tradeoff": []}  # fmt: skip
+    wide = {"tradeoff": [{"kl_weight": 3.0, "h1": {"dppl_pct": 64.6}, "d0": {"reservoir": _acc(0.97)}},
+                         {"kl_weight": 30.0, "h1": {"dppl_pct": 80.0}, "d0": {"reservoir": _acc(0.5)}}]}  # fmt: skip
+    alone = retention_sentence(ret)
+    assert "smallest cost" not in alone and "after 8 distractor passes" in alone
+    both = retention_sentence(ret, wide)
+    assert "instead of the fitted gate the smallest cost is +64.6% (weight 3)" in both

@@ -98,6 +98,27 @@ def test_features_label_the_tail_of_question_passes_only():
     assert handle.state is None and x.shape[0] == lens[0]
 
 
+def test_layer_inputs_batch_equal_lengths_and_reuse_the_lower_layers():
+    from ran.injection import lowercache as LC
+
+    cfg = TrainConfig(**CFG)
+    model, tok, handle = _build(cfg)
+    texts = ["The word is castle.", "The word is garden.", "A much longer line of text, here.",
+             "Say it:"]  # fmt: skip
+    LC.clear()
+    batched = RG.layer_inputs(handle, tok, texts, batch_rows=4)
+    alone = [RG.layer_inputs(handle, tok, [t], batch_rows=1)[0] for t in texts]
+    for x, y, t in zip(batched, alone, texts, strict=True):
+        assert x.shape == (len(tok(t)["input_ids"]), model.config.hidden_size)
+        assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)  # a row is the text's own pass
+    hits = LC.STATS.hits
+    again = RG.layer_inputs(handle, tok, texts, batch_rows=4)  # the same batches: from the store
+    assert LC.STATS.hits > hits and all(
+        torch.equal(a, b) for a, b in zip(again, batched, strict=True)
+    )
+    LC.clear()
+
+
 def test_fit_opens_on_questions_and_is_frozen_while_training(tmp_path):
     cfg = TrainConfig(**CFG, read_gate=SMALL_FIT | dict(shift=0.0))
     model, tok, handle = _build(cfg)
