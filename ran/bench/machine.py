@@ -8,6 +8,7 @@ recorded around every notebook by :mod:`ran.pipeline`, next to its wall time.
 
 from __future__ import annotations
 
+import platform
 import time
 
 import torch
@@ -31,6 +32,24 @@ def matmul_gflops(n: int = 2048, reps: int = 5, seed: int = 0) -> float:
     return 2 * n**3 / times[len(times) // 2] / 1e9
 
 
+def cpu() -> dict:
+    """The CPU's model name and the vector instruction set torch's kernels use here (e.g.
+    AVX2, AVX512): two machines with another set round differently, so a training run
+    reproduces bit for bit on one machine, not across them."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            name = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    return {
+        "model": name or platform.processor(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 def snapshot() -> dict:
-    """The matmul speed and the thread count it was measured at."""
-    return {"gflops": round(matmul_gflops(), 1), "threads": torch.get_num_threads()}
+    """The matmul speed and the thread count it was measured at, and the CPU (:func:`cpu`)."""
+    return {"gflops": round(matmul_gflops(), 1), "threads": torch.get_num_threads(), "cpu": cpu()}

@@ -101,20 +101,45 @@ def default_workers(outputs=None) -> int:
     return 2 if cores() >= 2 else 1
 
 
-def longest_first(todo):
-    """``todo``, a list of ``(config, run record path)``, in the order to start them: the
-    configs with no record first (a new config's cost is unknown, and a long job started
-    last leaves a core idle at the end), then by the wall time their record gives,
-    longest first. The order changes no result (every job trains independently)."""
+def _recorded(path) -> tuple[float, dict] | None:
+    """``(wall_time_s, config)`` of a run record, None when it is missing or unreadable."""
     import json
 
+    try:
+        doc = json.loads(path.read_text())
+        return float(doc["wall_time_s"]), doc.get("config") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def estimated_wall(cfg, records: list[tuple[float, dict]]) -> float | None:
+    """A config's wall time from the recorded runs of the same probe and mechanism: the one
+    whose step budget is closest, scaled by the ratio of steps (None: no such record)."""
+    alike = [
+        (wall, c) for wall, c in records
+        if c.get("probe") == cfg.probe and c.get("kind", "reservoir") == cfg.kind and c.get("steps")
+    ]  # fmt: skip
+    if not alike:
+        return None
+    wall, c = min(alike, key=lambda r: abs(r[1]["steps"] - cfg.steps))
+    return wall * cfg.steps / c["steps"]
+
+
+def longest_first(todo):
+    """``todo``, a list of ``(config, run record path)``, in the order to start them, longest
+    first (LPT: a long job started last leaves a core idle at the end). A config's cost is its
+    record's wall time, else an estimate from the records beside it (:func:`estimated_wall`:
+    a config whose hash changed, e.g. one option, costs about what its predecessor did); a
+    config with neither is started first (its cost is unknown). The order changes no result:
+    every job trains independently."""
+    folders = {path.parent for _, path in todo}
+    records = [r for f in folders for p in sorted(f.glob("*.json")) if (r := _recorded(p))]
+
     def start_key(item):  # sorted() is stable: ties keep the given order
-        path = item[1]
-        try:
-            wall = float(json.loads(path.read_text())["wall_time_s"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return (False, 0.0)  # no record, or an unreadable one: unknown cost, first
-        return (True, -wall)
+        cfg, path = item
+        own = _recorded(path)
+        wall = own[0] if own else estimated_wall(cfg, records)
+        return (True, -wall) if wall is not None else (False, 0.0)
 
     return [cfg for cfg, _ in sorted(todo, key=start_key)]
 

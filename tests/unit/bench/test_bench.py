@@ -299,6 +299,7 @@ def test_matmul_gflops_measures_and_rejects_bad_sizes():
     assert machine.matmul_gflops(n=128, reps=2) > 0
     snap = machine.snapshot()
     assert snap["gflops"] > 0 and snap["threads"] >= 1
+    assert snap["cpu"]["capability"] and isinstance(snap["cpu"]["model"], str)
     with pytest.raises(ValueError, match="n >= 64"):
         machine.matmul_gflops(n=8)
 

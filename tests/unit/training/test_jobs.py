@@ -164,5 +164,22 @@ def test_longest_first_starts_unknown_configs_then_the_longest_recorded(tmp_path
             path.write_text(json.dumps({"wall_time_s": wall}))
         todo.append((cfg, path))
     order = [cfgs.index(c) for c in J.longest_first(todo)]
-    assert order == [1, 3, 2, 4, 0]
+    assert order == [1, 3, 2, 4, 0]  # the records have no config: nothing to estimate from
     assert J.longest_first([]) == []
+
+
+def test_longest_first_estimates_a_new_config_from_its_recorded_kin(tmp_path):
+    """A config with no record costs what a recorded run of its probe and mechanism did,
+    scaled by steps; one with no such kin is unknown and starts first."""
+    base = _configs(1)[0]
+    old = updated(base, steps=100, learning_rate=0.5)  # recorded: 300 s for 100 steps
+    (tmp_path / "old.json").write_text(json.dumps({"wall_time_s": 300.0, "config": old.to_dict()}))
+    new = updated(base, steps=50)  # no record: about 150 s
+    mid = updated(base, steps=100, seed=3)  # its own record: 200 s (new: 100 s from it)
+    (tmp_path / "mid.json").write_text(json.dumps({"wall_time_s": 200.0, "config": mid.to_dict()}))
+    alien = updated(base, probe="elapsed", probe_params={"k_max": 2, "n_train": 16})
+    todo = [(new, tmp_path / "new.json"), (mid, tmp_path / "mid.json"),
+            (alien, tmp_path / "alien.json")]  # fmt: skip
+    assert J.longest_first(todo) == [alien, mid, new]
+    assert J.estimated_wall(new, [(300.0, old.to_dict())]) == 150.0
+    assert J.estimated_wall(alien, [(300.0, old.to_dict())]) is None
