@@ -117,7 +117,7 @@ def findings(
             f"{idle_every:g} s, {latency['interrupted']} arriving during a pass): at most "
             f"{latency['max_waited_passes']} pass(es) between arrival and the message's own pass; "
             f"first emitted token after {latency['first_token_ms']['median']:.0f} ms (median; p95 "
-            f"{latency['first_token_ms']['p95']:.0f} ms)."),
+            f"{latency['first_token_ms']['p95']:.0f} ms).", timing=True),
         text(
             f"Elapsed time read from r(t) (idle ticks since the last message, classes "
             f"{clock['k_values']}): accuracy {clock['acc']:.2f} [{clock['ci95'][0]:.2f}, "

@@ -10,6 +10,10 @@ the run (commit, date, package versions). :func:`diff_dirs` walks the JSON resul
 * ``text``: two strings (a findings sentence that states a changed number is one);
 * ``structure``: a key or list item present on one side only, or a change of type.
 
+A findings block that states a time (``"timing": True``, set by
+:func:`ran.util.results.text`, ``table`` and ``target`` with ``timing=True``) is skipped whole,
+and a table's cells in its ``timing_columns`` and ``timing_rows``.
+
 ``python -m ran report --diff OTHER`` prints the table for the profile's results against
 ``OTHER`` (another checkout's ``data/results``).
 """
@@ -22,10 +26,12 @@ from collections import Counter
 from pathlib import Path
 
 # Keys whose values measure time or the machine, or record provenance (the whole subtree;
-# names ending in TIMING_SUFFIXES too, phase_s among them).
+# names ending in TIMING_SUFFIXES too, phase_s among them). The agent's ``counters`` count
+# the idle ticks its wall-clock timer fired (and the passes and tokens with them).
 TIMING_KEYS = frozenset(
     {"timing", "machine", "versions", "git_commit", "created", "last_run", "overhead",
-     "latency", "ratios", "median_ratio"}
+     "latency", "ratios", "median_ratio", "timing_columns", "timing_rows",
+     "counters"}
 )  # fmt: skip
 TIMING_SUFFIXES = ("_s", "_ms", "_min", "_gflops")
 # Files that are timing records as a whole.
@@ -42,9 +48,27 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _untimed_table(t: dict, other: dict) -> dict:
+    """Table ``t`` (a findings table, or any dict of ``rows``) without the cells either side marks as stating a time (its
+    ``timing_columns`` by name, ``timing_rows`` by index); the paths of the cells after a
+    dropped column count without it."""
+    cols = set(t.get("timing_columns", ())) | set(other.get("timing_columns", ()))
+    drop_rows = set(t.get("timing_rows", ())) | set(other.get("timing_rows", ()))
+    if not (cols or drop_rows):
+        return t
+    drop = {i for i, c in enumerate(t.get("columns", ())) if c in cols}
+    rows = [[v for i, v in enumerate(row) if i not in drop]
+            for j, row in enumerate(t.get("rows", ())) if j not in drop_rows]  # fmt: skip
+    return t | {"rows": rows, "columns": [c for c in t.get("columns", ()) if c not in cols]}
+
+
 def diff_values(a, b, path: str = "") -> list[tuple[str, str]]:
     """``[(kind, path)]`` of every differing leaf of two JSON values (timing keys skipped)."""
     if isinstance(a, dict) and isinstance(b, dict):
+        if a.get("timing") is True or b.get("timing") is True:  # a findings block on time
+            return []
+        if isinstance(a.get("rows"), list) and isinstance(b.get("rows"), list):
+            a, b = _untimed_table(a, b), _untimed_table(b, a)
         out = []
         for k in sorted(set(a) | set(b), key=str):
             if is_timing(str(k)):
@@ -69,11 +93,16 @@ def diff_values(a, b, path: str = "") -> list[tuple[str, str]]:
     return [] if a == b else [("text", path)]
 
 
-def diff_dirs(a_dir, b_dir, pattern: str = "*.json") -> dict[str, dict]:
-    """Per results file present on either side: ``{kind: count}``, ``first`` (up to five
-    differing paths per kind) and ``missing`` (the side it is missing from, if any)."""
+def diff_dirs(a_dir, b_dir, pattern: str = "**/*.json") -> dict[str, dict]:
+    """Per results file present on either side (by its path under the folder, the run
+    records under ``runs/`` included): ``{kind: count}``, ``first`` (up to five differing
+    paths per kind) and ``missing`` (the side it is missing from, if any)."""
     a_dir, b_dir = Path(a_dir), Path(b_dir)
-    names = sorted({p.name for d in (a_dir, b_dir) for p in d.glob(pattern)} - TIMING_FILES)
+    names = sorted(
+        str(p.relative_to(d)) for d in (a_dir, b_dir) for p in d.glob(pattern)
+        if p.name not in TIMING_FILES
+    )  # fmt: skip
+    names = list(dict.fromkeys(names))
     report = {}
     for name in names:
         pa, pb = a_dir / name, b_dir / name

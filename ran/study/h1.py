@@ -219,7 +219,7 @@ def budget_target(max_run_min: float) -> dict:
 
     return target("H1 notebook: longest training run (minutes of wall time)",
                   f"{max_run_min:.1f}", f"<= {TRAIN_BUDGET_MIN:g}",
-                  max_run_min <= TRAIN_BUDGET_MIN, source=SOURCE)  # fmt: skip
+                  max_run_min <= TRAIN_BUDGET_MIN, source=SOURCE, timing=True)  # fmt: skip
 
 
 def init_sentence(init: dict, base: dict, init_equal: bool) -> str:
@@ -366,9 +366,10 @@ def findings(
         text(
             f"Injection overhead (forward, {block_len} tokens, batch 1, {overhead_reps} interleaved "
             f"repetitions, trained gate open): median time ratio "
-            f"{ratio_text(ovh['median_ratio'], ovh['ratio_q25_q75'], interval='IQR')}."),
+            f"{ratio_text(ovh['median_ratio'], ovh['ratio_q25_q75'], interval='IQR')}.",
+            timing=True),
         table("Training runs (wall time of the run as recorded; loaded = reused from the cache)",
-              RUN_COLUMNS, rows),
-        text(budget_sentence(max_run_min, cpu_count, threads)),
+              RUN_COLUMNS, rows, timing_columns=["wall (min)"]),
+        text(budget_sentence(max_run_min, cpu_count, threads), timing=True),
         budget_target(max_run_min),
     ]  # fmt: skip

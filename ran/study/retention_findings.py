@@ -268,6 +268,7 @@ def findings(
             "ticks; half-lives interpolate between measured points",
             SUMMARY_COLUMNS,
             summary_rows(measured),
+            timing_columns=["train min"],
         )
     )
     for label, m in measured.items():
@@ -348,6 +349,7 @@ def extended_findings(measured, default_rows, k, fig_path, outputs, tradeoff=())
             "passes, idle = ticks; half-lives interpolate between measured points",
             SUMMARY_COLUMNS,
             summary_rows(measured),
+            timing_columns=["train min"],
         ),
     ]
     for label in extra:

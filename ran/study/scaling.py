@@ -171,7 +171,8 @@ def scaling_findings(
             f"[95% Wilson CI] with the reset and stateless controls and chance ({scale_n_test} test "
             f"episodes), ΔPPL at init and after training ({scale_ppl_blocks} blocks x "
             f"{scale_block_len} tokens, bootstrap 95% CI), forward-time ratio ({scale_overhead_reps} "
-            "reps, bootstrap 95% CI).", SCALE_COLUMNS, scaling_rows(points)),
+            "reps, bootstrap 95% CI).", SCALE_COLUMNS, scaling_rows(points),
+            timing_columns=CT.TIMING_COLUMNS),
         text(
             f"Scaling: the reservoir is above both the reset and the stateless control "
             f"(non-overlapping 95% CIs) at {n_above} of {len(points)} points; best recall "

@@ -86,12 +86,30 @@ def atomic_write_json(path: str | Path, doc, indent: int | None = 1) -> Path:
     return atomic_write(path, json.dumps(doc, indent=indent, allow_nan=False) + "\n")
 
 
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` (a safetensors file) with its ``__metadata__`` keys in sorted order.
+
+    safetensors keeps the metadata in a hash map whose order changes from one map to the
+    next, so the same tensors and metadata saved twice give different bytes (and file
+    digests). The header is re-serialised compactly with sorted metadata and padded with
+    spaces to 8 bytes, as safetensors pads it; the tensor data is untouched (its offsets
+    count from the end of the header)."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
+
+
 def atomic_save_safetensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> Path:
-    """``safetensors.torch.save`` of ``tensors`` (contiguous CPU tensors) written atomically."""
+    """``safetensors.torch.save`` of ``tensors`` (contiguous CPU tensors) written atomically,
+    byte for byte the same for the same tensors and metadata (:func:`canonical_safetensors`)."""
     from safetensors.torch import save
 
     blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    return atomic_write(path, blob)
+    return atomic_write(path, canonical_safetensors(blob))
 
 
 @contextlib.contextmanager

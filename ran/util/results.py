@@ -138,9 +138,26 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def table(caption: str, columns: list[str], rows: list[list[Any]], fmt: str = ".3g") -> dict:
-    """A findings table; numbers are formatted by the report with ``fmt``."""
-    return {"kind": "table", "caption": caption, "columns": columns, "rows": rows, "fmt": fmt}
+def _timed(block: dict, timing: bool) -> dict:
+    """``block`` marked as stating a time (``timing=True``): a rerun's results diff
+    (:mod:`ran.report.resdiff`) skips it, as it skips every timing field."""
+    return block | {"timing": True} if timing else block
+
+
+def table(caption: str, columns: list[str], rows: list[list[Any]], fmt: str = ".3g",
+          timing: bool = False, timing_columns=(), timing_rows=()) -> dict:  # fmt: skip
+    """A findings table; numbers are formatted by the report with ``fmt``. ``timing`` marks
+    the whole table as stating times (:func:`_timed`); ``timing_columns`` (names) and
+    ``timing_rows`` (indices) mark only those cells, which a rerun's diff then skips."""
+    unknown = set(timing_columns) - set(columns)
+    if unknown:
+        raise ValueError(f"timing_columns {sorted(unknown)} are not columns of the table")
+    block = {"kind": "table", "caption": caption, "columns": columns, "rows": rows, "fmt": fmt}
+    if timing_columns:
+        block["timing_columns"] = list(timing_columns)
+    if timing_rows:
+        block["timing_rows"] = [int(i) for i in timing_rows]
+    return _timed(block, timing)
 
 
 def figure(path: Path | str, caption: str, outputs: Outputs | None = None) -> dict:
@@ -148,9 +165,10 @@ def figure(path: Path | str, caption: str, outputs: Outputs | None = None) -> di
     return {"kind": "figure", "path": p, "caption": caption}
 
 
-def text(sentence: str) -> dict:
-    """A sentence for FINDINGS; build it with f-strings from measured values."""
-    return {"kind": "text", "text": sentence}
+def text(sentence: str, timing: bool = False) -> dict:
+    """A sentence for FINDINGS; build it with f-strings from measured values (``timing``:
+    it states a time, see :func:`_timed`)."""
+    return _timed({"kind": "text", "text": sentence}, timing)
 
 
 def target(
@@ -163,6 +181,7 @@ def target(
     ratio: bool = False,
     note: str = "",
     source: str | None = None,
+    timing: bool = False,
 ) -> dict:
     """A target a result is held to: one row of FINDINGS' Targets table, never a sentence.
 
@@ -170,12 +189,13 @@ def target(
     as ``"0.914 [0.853, 0.951]"``), ``goal`` the target expression (``">= 0.95"``) and
     ``met`` whether the value meets it (None: not measured). For a time ratio
     (``ratio=True``) whose ``ci`` contains 1 the note reads "within noise": the row still
-    says met or NOT met against its target. ``source`` defaults to the results file the
+    says met or NOT met against its target; ``timing`` (implied by ``ratio``) marks a row that
+    states a time (:func:`_timed`). ``source`` defaults to the results file the
     block is saved in (filled by the report).
     """
     if ratio and spans_one(ci) and not note:
         note = NOISE
-    return {
+    block = {
         "kind": "target",
         "claim": claim,
         "value": value,
@@ -185,6 +205,7 @@ def target(
         "note": note,
         "source": source,
     }
+    return _timed(block, timing or ratio)  # a time ratio states a time
 
 
 def save_results(

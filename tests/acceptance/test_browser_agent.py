@@ -116,7 +116,8 @@ def _send(page, steps, message: str, how: str) -> float:
         return next((line for line in after if PASS_LINE.match(line)), None)
 
     entry = wait(answered, PASS_TIMEOUT_S, f"an agent> or silent line after {you!r}", page)
-    assert _log_lines(page).count(you) == 1, f"{you!r} was sent more than once"
+    lines = _log_lines(page)  # on a failure the log says what came in between
+    assert lines.count(you) == 1, f"{you!r} was sent more than once: {lines[-12:]}"
     wait(lambda: box.input_value() == "", 10, "the text box to be cleared", page)
     steps.now = f"wait for the plot to show the pass for {message!r} ({how})"
     # the panel redraws right after it prints the pass's line; idle ticks go on meanwhile

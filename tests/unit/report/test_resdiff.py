@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ran.report import resdiff as R
 
 
@@ -52,3 +54,39 @@ def test_type_changes_and_list_lengths_are_structure():
     assert R.diff_values({"a": [1, 2]}, {"a": [1]}) == [("structure", "/a[2!=1]")]
     assert R.diff_values({"a": 1}, {"a": "1"}) == [("structure", "/a")]
     assert R.diff_values(True, 1) == [("structure", "")]
+
+
+def test_run_records_are_compared_and_timing_blocks_skipped(tmp_path):
+    """Files under runs/ are compared by their path; a findings block marked as stating a
+    time (ran.util.results.text(..., timing=True)) is no difference, an unmarked one is."""
+    from ran.util.results import target, text
+
+    for side, secs, loss in (("a", 10.0, 1.0), ("b", 12.0, 1.5)):
+        doc = _doc() | {"findings": [text(f"took {secs} s", timing=True),
+                                     target("speed-up", secs, ">= 1", True, ratio=True),
+                                     text(f"loss {loss}")]}  # fmt: skip
+        _write(tmp_path / side, "03_x.json", doc)
+        _write(tmp_path / side / "runs", "abc.json", {"history": {"loss": [2.0, loss]}})
+    rep = R.diff_dirs(tmp_path / "a", tmp_path / "b")
+    assert sorted(rep) == ["03_x.json", "runs/abc.json"]
+    assert rep["runs/abc.json"]["numeric"] == 1
+    r = rep["03_x.json"]
+    assert r["text"] == 1 and r["first"]["text"] == ["/findings[2]/text"]
+
+
+def test_timing_cells_of_a_table_are_skipped_the_others_compared():
+    from ran.util.results import table
+
+    def doc(wall, acc, ovh_row):
+        rows = [["a", acc, wall], ["overhead", ovh_row, 0.0]]
+        return table("t", ["name", "acc", "wall (min)"], rows, timing_columns=["wall (min)"],
+                     timing_rows=[1])  # fmt: skip
+
+    assert R.diff_values(doc(1.0, 0.5, "+3%"), doc(2.0, 0.5, "-1%")) == []
+    assert R.diff_values(doc(1.0, 0.5, "+3%"), doc(2.0, 0.6, "+3%")) == [("numeric", "/rows[0][1]")]
+    unmarked = table(
+        "t", ["name", "acc", "wall (min)"], [["a", 0.5, 1.0], ["overhead", "+3%", 0.0]]
+    )
+    assert R.diff_values(unmarked, doc(2.0, 0.5, "-1%")) == []  # one marked side is enough
+    with pytest.raises(ValueError, match="not columns"):
+        table("t", ["a"], [[1]], timing_columns=["b"])

@@ -140,6 +140,24 @@ def test_safetensors_and_state_files_match_what_save_file_wrote(tmp_path):
     assert len(new) == len(old) and split_safetensors(new) == split_safetensors(old)
 
 
+def test_the_same_tensors_and_metadata_give_the_same_bytes(tmp_path):
+    """safetensors alone writes metadata keys in a varying order (so an adapter's file
+    digest changed between two identical runs); the atomic writer sorts them: every save
+    is byte-identical, and safetensors reads the file back whole."""
+    from safetensors import safe_open
+
+    tensors = {"b": torch.randn(3, 5), "a": torch.arange(7, dtype=torch.int64)}
+    meta = {f"key{i}": f"value {i}" for i in range(12)}
+    blobs = {atomic_save_safetensors(tensors, tmp_path / f"{i}.st", meta).read_bytes()
+             for i in range(20)}  # fmt: skip
+    assert len(blobs) == 1, "the atomic writer gave different bytes for the same input"
+    blob = blobs.pop()
+    assert int.from_bytes(blob[:8], "little") % 8 == 0
+    with safe_open(tmp_path / "0.st", "pt") as f:
+        assert f.metadata() == meta
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+
+
 def test_results_json_keeps_its_formatting(tmp_path):
     out = Outputs(profile="smoke", root=tmp_path)
     path = save_results("unit", {"b": [1, 2.5], "a": {"z": None}}, out, seed=0)
