@@ -49,9 +49,9 @@ def _number(x) -> bool:
 
 
 def _untimed_table(t: dict, other: dict) -> dict:
-    """Table ``t`` (a findings table, or any dict of ``rows``) without the cells either side marks as stating a time (its
-    ``timing_columns`` by name, ``timing_rows`` by index); the paths of the cells after a
-    dropped column count without it."""
+    """Table ``t`` (a findings table, or any dict of ``rows``) without the cells either side
+    marks as stating a time (its ``timing_columns`` by name, ``timing_rows`` by index); the
+    paths of the cells after a dropped column count without it."""
     cols = set(t.get("timing_columns", ())) | set(other.get("timing_columns", ()))
     drop_rows = set(t.get("timing_rows", ())) | set(other.get("timing_rows", ()))
     if not (cols or drop_rows):
@@ -99,10 +99,9 @@ def diff_dirs(a_dir, b_dir, pattern: str = "**/*.json") -> dict[str, dict]:
     paths per kind) and ``missing`` (the side it is missing from, if any)."""
     a_dir, b_dir = Path(a_dir), Path(b_dir)
     names = sorted(
-        str(p.relative_to(d)) for d in (a_dir, b_dir) for p in d.glob(pattern)
-        if p.name not in TIMING_FILES
+        {str(p.relative_to(d)) for d in (a_dir, b_dir) for p in d.glob(pattern)
+         if p.name not in TIMING_FILES}
     )  # fmt: skip
-    names = list(dict.fromkeys(names))
     report = {}
     for name in names:
         pa, pb = a_dir / name, b_dir / name
