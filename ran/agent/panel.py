@@ -29,6 +29,8 @@ from ran.agent.demo import StateTrace
 from ran.agent.scheduler import Scheduler
 from ran.agent.viz import draw_trajectory
 
+DUPLICATE_S = 1.0  # the same message submitted again within this many seconds is one send
+
 # The conversation box scrolls in a column-reverse flex box: its scroll position starts,
 # and stays, at the bottom, so the newest lines are in view as idle ticks keep coming.
 LOG_HTML = (
@@ -111,10 +113,19 @@ def chat_panel(
         for op, arg in items:
             queue_item(sched, op, arg)
 
+    last_sent = {"text": None, "at": float("-inf")}
+
     def on_click(_=None) -> None:
-        if text.value.strip():
-            send(text.value)
-            text.value = ""
+        message, now = text.value, loop.time()
+        if not message.strip():
+            return
+        text.value = ""
+        # the browser can deliver one submission twice (the box's change on losing focus
+        # and a resync of its value), back to back: a repeat within DUPLICATE_S is dropped
+        if message == last_sent["text"] and now - last_sent["at"] < DUPLICATE_S:
+            return
+        last_sent.update(text=message, at=now)
+        send(message)
 
     button.on_click(on_click)
     text.continuous_update = False  # the value changes on Enter (or leaving the box): send it
