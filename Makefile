@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 PROFILE ?= default
 
 .DEFAULT_GOAL := help
-.PHONY: help all test test-browser lint format smoke run report bench lab notebooks clean
+.PHONY: help all warm test test-browser lint format smoke run report bench lab notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -22,6 +22,10 @@ venv: $(STAMP)  ## create .venv with the pinned requirements
 
 all: $(STAMP)  ## run every notebook (default profile), export HTML, build the FINDINGS PDF
 	$(PY) -m ran run --profile $(PROFILE)
+	$(PY) -m ran report --profile $(PROFILE)
+
+warm: $(STAMP)  ## make all again on the caches of a first make all; timing in pipeline_warm.json
+	$(PY) -m ran run --profile $(PROFILE) --record pipeline_warm
 	$(PY) -m ran report --profile $(PROFILE)
 
 test: $(STAMP)  ## lint (ruff check + format check) and the test suite, smoke pipeline included

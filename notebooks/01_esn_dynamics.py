@@ -41,6 +41,7 @@ from ran.report.figures import esn as viz
 from ran.reservoir import dynamics
 from ran.study import esn
 from ran.util import results
+from ran.util.memo import memo
 
 # %% [markdown]
 # ## Parameters
@@ -81,8 +82,11 @@ print(f"profile={profile}: {n_sr} sr x {n_seeds} seeds x {units} units, {steps} 
 
 # %%
 t0 = time.perf_counter()
-df = dynamics.sweep(srs, seeds, units, steps=steps, washout=washout, input_scaling=input_scaling,
-                    lr=lr, drive=drive, mc_k_max=mc_k_max, seed=seed)  # fmt: skip
+sweep_args = dict(steps=steps, washout=washout, input_scaling=input_scaling, lr=lr, drive=drive,
+                  mc_k_max=mc_k_max, seed=seed)  # fmt: skip
+# cached by its arguments and the code (ran.util.memo): a warm rerun reads the table back
+df = memo(outputs, "esn_sweep", dict(srs=srs, seeds=seeds, units=units, threads=threads, **sweep_args),
+          dynamics.sweep, srs, seeds, units, **sweep_args)  # fmt: skip
 sweep_s = time.perf_counter() - t0
 payload, summary = dynamics.summarize(df, refine_points=refine_points)
 print(f"sweep: {len(df)} rows in {sweep_s:.1f} s")

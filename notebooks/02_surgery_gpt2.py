@@ -38,11 +38,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from ran.injection.config import InjectionConfig
-from ran.injection.models import load_model
 from ran.report.figures import surgery as surgery_viz
 from ran.reservoir import ReservoirConfig
 from ran.study import surgery as A
 from ran.util import results
+from ran.util.memo import memo
 
 # %% [markdown]
 # ## Parameters
@@ -84,7 +84,9 @@ print(
 
 # %%
 t0 = time.perf_counter()
-rows = A.exactness(exact_models, texts, seed=seed)
+# cached by models, prompts, seed, library versions and code (ran.util.memo)
+rows = memo(outputs, "exactness", dict(models=exact_models, texts=texts, seed=seed), A.exactness,
+            exact_models, texts, seed=seed)  # fmt: skip
 exact_s = time.perf_counter() - t0
 n_equal = sum(r["equal"] and r["equal_after_remove"] for r in rows)
 print(f"{n_equal}/{len(rows)} cases bit-identical ({exact_s:.0f} s)")
@@ -95,15 +97,13 @@ for r in rows:
 # ### Attention on the slots with the gate open, and real drive streams
 
 # %%
-model, tok = load_model(model_name, seed=seed)
 t1 = time.perf_counter()
-mass = A.slot_mass_per_head(model, tok, texts, gate=gate)
-drives = {p: A.collect_drives(model, tok, texts, pooling=p) for p in ("last", "mean")}
-pstats = {p: A.pooling_stats(u) for p, u in drives.items()}
 res_seeds = [default_res.seed + i for i in range(n_seeds)]
-sweeps = {
-    p: A.drive_sweep(u, srs, scalings, default_res, seeds=res_seeds) for p, u in drives.items()
-}
+stream_key = dict(model=model_name, texts=texts, gate=gate, srs=srs, scalings=scalings,
+                  reservoir=default_res, seeds=res_seeds, seed=seed)  # fmt: skip
+streams = memo(outputs, "streams", stream_key, A.stream_analyses, model_name, texts, gate, srs,
+               scalings, default_res, res_seeds, seed=seed)  # fmt: skip
+mass, pstats, sweeps = streams["mass"], streams["pooling"], streams["sweeps"]
 stream_s = time.perf_counter() - t1
 best_pool = max(pstats, key=lambda p: pstats[p]["pr"])
 chosen = A.choose_scaling(sweeps[default_inj.pooling], default_res.sr, max_saturation)

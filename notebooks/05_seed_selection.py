@@ -42,14 +42,14 @@ import torch
 from scipy import stats
 
 from ran.injection.config import InjectionConfig
-from ran.injection.models import load_model
 from ran.reservoir import ReservoirConfig, dynamics
 from ran.study import seeds as SD
-from ran.study.surgery import collect_drives
+from ran.study.surgery import model_drives
 from ran.training import jobs
 from ran.training.config import TrainConfig
 from ran.training.train import train
 from ran.util import results
+from ran.util.memo import memo
 from ran.util.stats import wilson_interval
 
 # %% [markdown]
@@ -137,7 +137,7 @@ else:  # 2 worker processes of 1 thread on a 2-core machine (ran.training.jobs);
 rows, test_correct = [], {}
 for cfg in cfgs:
     t1 = time.perf_counter()
-    run = train(cfg, outputs, progress=False)
+    run = train(cfg, outputs, progress=False, lazy=True)
     t2 = time.perf_counter()
     ev = run.evaluate("test", ("reservoir",))
     val = run.history["val_acc"][-1]
@@ -209,18 +209,21 @@ print(f"chi-square {chi2}; Cochran's Q {cochran}")
 # %%
 t3 = time.perf_counter()
 inj = base.injection  # every seed's, but for the reservoir seed
-sw = dynamics.sweep([sr], res_seeds, [units], regimes=("driven",), steps=noise_steps,
-                    washout=washout, input_scaling=input_scaling, lr=inj.reservoir.lr,
-                    rc_connectivity=inj.reservoir.rc_connectivity, mc_k_max=mc_k_max, seed=seed)  # fmt: skip
+noise_args = dict(regimes=("driven",), steps=noise_steps, washout=washout, input_scaling=input_scaling,
+                  lr=inj.reservoir.lr, rc_connectivity=inj.reservoir.rc_connectivity, mc_k_max=mc_k_max,
+                  seed=seed)  # fmt: skip
+# the sweep and the drives are cached by their arguments and the code (ran.util.memo)
+sw = memo(outputs, "esn_sweep", dict(srs=[sr], seeds=res_seeds, units=[units], threads=threads, **noise_args),
+          dynamics.sweep, [sr], res_seeds, [units], **noise_args)  # fmt: skip
 sw = sw.set_index("seed")
 df["pr_noise"] = df.seed.map(sw.participation_ratio)
 df["mc_noise"] = df.seed.map(sw.memory_capacity)
 df["lyapunov_noise"] = df.seed.map(sw.lyapunov)
-model, tok = load_model(model_name, seed=base.model_seed)
 val_eps = base.make_probe().splits()["val"]
-drives = collect_drives(model, tok, [e.passes[0] for e in val_eps], pooling=inj.pooling,
-                        layer=inj.layer)  # fmt: skip
-del model
+drive_args = dict(texts=[e.passes[0] for e in val_eps], pooling=inj.pooling, layer=inj.layer,
+                  seed=base.model_seed)  # fmt: skip
+drives = memo(outputs, "drives", dict(model=model_name, threads=threads, **drive_args), model_drives,
+              model_name, **drive_args)  # fmt: skip
 val_answers = [e.answer for e in val_eps]
 one = [SD.one_step_metrics(c.injection.reservoir, drives, val_answers) for c in cfgs]
 for col in ("pr_real", "sep_real", "sat_real"):

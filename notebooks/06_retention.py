@@ -126,8 +126,7 @@ name = "06_extended" if extended else "06_retention"  # results file and figure
 outputs = results.Outputs(profile)
 torch.set_num_threads(threads)
 ints = results.parse_list
-_, tok = load_model(model_name)
-keys = list(corpus_keys(tok, n_train_keys)) if n_train_keys else []
+keys = list(corpus_keys(load_model(model_name)[1], n_train_keys)) if n_train_keys else []
 probe_params = dict(k=k, n_train=n_train, n_val=64, n_test=32, **({"train_keys": keys} if keys else {}),
                     distractors=ints(train_distractors), idle_steps=ints(train_idle))  # fmt: skip
 if profile == "smoke":
@@ -157,7 +156,7 @@ refs = results.parse_list(ref_rows, str, allow_empty=True)
 memory_label = next((lb for lb in configs if lb.split(" ")[0] == memory_row), next(iter(configs)))
 measured, train_s, runs = {}, 0.0, {}  # runs: hash, loaded, wall time of every training
 for label, cfg in configs.items():
-    run = train(cfg, outputs, progress=False)
+    run = train(cfg, outputs, progress=False, lazy=True)
     train_s += 0 if run.loaded else run.wall_time_s
     runs[label] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
     nt = ref_n_test if label.split(" ")[0] in refs else n_test
@@ -166,12 +165,12 @@ for label, cfg in configs.items():
         memory = RT.save_adapter(run, outputs, memory_adapter)
     if label == next(iter(configs)):  # the best run: its adapter, H1, grid
         adapter = RT.save_adapter(run, outputs, adapter_name)
-        h1 = {label: H1T.h1_point(run, n_test)}
+        h1 = {label: H1T.h1_point(run, n_test, outputs)}
         grid_rows = RT.regime_grid(run, outputs, ints(grid_lr, float), ints(grid_sr, float), grid_n,
                                    idle=max(ints(idle_list)), distractors=8)  # fmt: skip
         print("H1:", {k: round(v["dppl_pct"], 2) for k, v in h1.items()})
     if label.split(" ")[0] in results.parse_list(h1_rows, str, allow_empty=True):
-        h1[label] = H1T.h1_point(run, n_test)
+        h1[label] = H1T.h1_point(run, n_test, outputs)
     m = measured[label]
     print(label, run.hash, {p["distractors"]: round(p["reservoir"]["acc"], 3) for p in m["distractors"]},
           {p["idle_steps"]: round(p["reservoir"]["acc"], 3) for p in m["idle"]})  # fmt: skip
@@ -185,7 +184,7 @@ best_label = next(iter(configs))
 # %%
 tradeoff = []
 for label, cfg in kl_cfgs.items():
-    run = train(cfg, outputs, progress=False)
+    run = train(cfg, outputs, progress=False, lazy=True)
     train_s += 0 if run.loaded else run.wall_time_s
     runs[label] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
     tradeoff.append(H1T.tradeoff_point(run, outputs, n_test))
@@ -200,7 +199,7 @@ for label, cfg in kl_cfgs.items():
 # %%
 large = None
 if large_cfg is not None:
-    run = train(large_cfg, outputs, progress=False)
+    run = train(large_cfg, outputs, progress=False, lazy=True)
     runs[f"K = {k_large}"] = dict(hash=run.hash, loaded=run.loaded, wall_time_s=run.wall_time_s)
     large = dict(hash=run.hash, train_min=run.wall_time_s / 60,
                  d0=RT.evaluate_condition(run, outputs, n_test, RT.POINT_CONTROLS),

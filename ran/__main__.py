@@ -1,7 +1,7 @@
 """Command line: ``python -m ran {run,report,bench,sweep,train,eval,demo,agent} ...``.
 
-- ``run --profile {smoke,default,paper} [--only 01,03] [--lanes N] [-p name value]``: execute the
-  notebooks with papermill (N at once), export HTML (see :mod:`ran.pipeline`).
+- ``run --profile {smoke,default,paper} [--only 01,03] [--lanes N] [-p name value] [--record R]``:
+  execute the notebooks with papermill (N at once), export HTML (see :mod:`ran.pipeline`).
 - ``report --profile P [--no-pdf] [--diff DIR]``: fill FINDINGS.md from data/results and build the
   PDF (``--diff``: only compare the results with another folder's, timing left out).
 - ``bench {overhead,passcost,sweep,lowercache,notebooks,training,agent,all} [--profile P]``:
@@ -26,6 +26,7 @@ import sys
 
 from ran.bench import BENCHES
 from ran.cli import core as cli
+from ran.report.notebooks import RECORDS
 from ran.util.results import PROFILES, Outputs
 
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--lanes", type=int, default=None,
         help="notebooks run at once, 1 torch thread each (default 1: in order, as before)",
+    )  # fmt: skip
+    run.add_argument(
+        "--record", choices=RECORDS, default="pipeline",
+        help="results file of the timing (pipeline_warm: a warm rerun, as make warm records it)",
     )  # fmt: skip
 
     rep = sub.add_parser("report", help="fill FINDINGS.md from data/results and build the PDF")
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
         params = {name: _parse_value(value) for name, value in args.param}
         try:
-            rep = run(args.profile, args.only, params, html=not args.no_html, lanes=args.lanes)
+            rep = run(args.profile, args.only, params, html=not args.no_html, lanes=args.lanes,
+                      record=args.record)  # fmt: skip
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

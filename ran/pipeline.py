@@ -30,14 +30,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ran.report.notebooks import NOTEBOOK_DIR, list_notebooks, pipeline_json, pipeline_meta
+from ran.report.notebooks import (
+    NOTEBOOK_DIR,
+    RECORDS,
+    list_notebooks,
+    pipeline_json,
+    pipeline_meta,
+)
 from ran.util.atomic import atomic_write
 from ran.util.results import Outputs, check_profile, package_versions
 
 KERNEL = "python3"
 # notebook number -> the notebooks whose outputs it reads (06: notebook 01's echo-state
-# results for its regime sentence; 07: the fact adapter notebook 06 writes)
-DEPENDS = {"06": ("01",), "07": ("06",)}
+# results for its regime sentence, and 03's fact-memory run, its best configuration: in a
+# lane of its own 06 would train that run a second time; 07: the fact adapter 06 writes)
+DEPENDS = {"06": ("01", "03"), "07": ("06",)}
 LANE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAN_TRAIN_WORKERS": "1"}
 
 
@@ -57,6 +64,7 @@ class RunReport:
     html: dict[str, str] = field(default_factory=dict)
     lanes: int = 1  # notebooks run at once
     elapsed_s: float = 0.0  # wall time of the whole run (with lanes: less than the sum)
+    record: str = "pipeline"  # the results file of its timing (pipeline_warm: make warm)
 
 
 def _named(only: list[str]) -> list[str]:
@@ -200,11 +208,16 @@ def run(
     html: bool = True,
     progress: bool = True,
     lanes: int | None = None,
+    record: str = "pipeline",
 ) -> RunReport:
     """Run the selected notebooks of ``profile``, ``lanes`` at once (None:
     :func:`default_lanes`); stop starting notebooks at the first failure. With lanes,
     ``only`` given by number is also the order they start in (dependencies permitting),
-    otherwise :func:`schedule_order` of the last recorded cold times."""
+    otherwise :func:`schedule_order` of the last recorded cold times. The timing goes to
+    ``<results>/<record>.json`` (``pipeline_warm``: a warm rerun, kept apart from the
+    cold record)."""
+    if record not in RECORDS:  # fails before any notebook runs
+        raise ValueError(f"record must be one of {', '.join(RECORDS)}, not {record!r}")
     outputs = Outputs(check_profile(profile))
     notebooks = select(list_notebooks(notebook_dir), only)
     if not notebooks:
@@ -214,7 +227,7 @@ def run(
         raise ValueError(f"lanes must be >= 1, got {lanes}")
     from ran.bench import machine  # torch: only when notebooks are run
 
-    report = RunReport(profile=profile, lanes=min(lanes, len(notebooks)))
+    report = RunReport(profile=profile, lanes=min(lanes, len(notebooks)), record=record)
     t_run = time.perf_counter()
     if report.lanes == 1:
         speed = machine.snapshot()  # each notebook's "after" is the next one's "before"
@@ -300,15 +313,15 @@ def _record_timing(outputs: Outputs, report: RunReport) -> None:
     """Merge this run's per-notebook wall times, the machine's speed around each notebook
     and the training runs its results recorded into ``<results>/pipeline.json``; a
     notebook run again replaces all three of its entries."""
-    path = pipeline_json(outputs)
-    old = pipeline_meta(outputs)
+    path = pipeline_json(outputs, report.record)
+    old = pipeline_meta(outputs, report.record)
     merged = {}
     for key, new in (("timing", report.wall_time_s), ("machine", report.machine),
                      ("runs", report.runs)):  # fmt: skip
         entries = {k: v for k, v in (old.get(key) or {}).items() if k not in report.wall_time_s}
         merged[key] = dict(sorted((entries | new).items()))
     doc = {
-        "meta": {"name": "pipeline", "profile": outputs.profile, "versions": package_versions()},
+        "meta": {"name": report.record, "profile": outputs.profile, "versions": package_versions()},
         "results": {"notebooks": sorted(merged["timing"])},
     }
     doc["meta"] |= merged

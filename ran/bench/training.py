@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ran.bench import machine
 from ran.bench.store import bootstrap_median_ci, check, section_met
 from ran.injection import lowercache as LC
 from ran.injection.config import InjectionConfig
@@ -178,7 +179,7 @@ def measure(model_name, n_configs, steps, batch_size, k, n_val, units) -> dict:
     """Train the same runs in every arm and time the step alone (see the module doc)."""
     cfgs = configs(model_name, n_configs, steps, batch_size, k, n_val, units)
     torch_threads = torch.get_num_threads()
-    load_before = os.getloadavg()[0]
+    load_before, gflops_before = os.getloadavg()[0], machine.snapshot()["gflops"]
     with tempfile.TemporaryDirectory(prefix="ran-bench-training-") as tmp:
         arms = {a: _arm(a, cfgs, Path(tmp)) for a in ARMS}
         torch.set_num_threads(torch_threads)
@@ -195,6 +196,7 @@ def measure(model_name, n_configs, steps, batch_size, k, n_val, units) -> dict:
         "units": units,
         "cores": cores(),
         "load_avg_1min": [load_before, os.getloadavg()[0]],  # other work on the machine
+        "gflops": [gflops_before, machine.snapshot()["gflops"]],  # the CPU's speed, before/after
         "run_hashes": [c.config_hash() for c in cfgs],
         "arms": arms,
         "ratio": {a: arms[a]["steps_per_s"] / base for a in ARMS if a != "serial"},
@@ -235,7 +237,8 @@ def describe(res: dict) -> dict:
         f"Training {res['n_configs']} runs of {res['steps']} steps (batch {res['batch_size']}, "
         f"K = {res['k']} secret word, reservoir seeds 0-{res['n_configs'] - 1}, same episodes) "
         f"on {res['model']}, load average {res['load_avg_1min'][0]:.1f}-"
-        f"{res['load_avg_1min'][1]:.1f} on {res['cores']} cores: 1 process of "
+        f"{res['load_avg_1min'][1]:.1f} on {res['cores']} cores{_speed(res.get('gflops'))}: "
+        f"1 process of "
         f"{a['serial']['threads_per_process']} threads {a['serial']['steps_per_s']:.2f} steps/s "
         f"(of 1 thread {a['serial_1t']['steps_per_s']:.2f}); 2 workers of 1 thread "
         f"{a['workers']['steps_per_s']:.2f} ({r['workers']:.2f}x); the workers sharing the "
@@ -249,3 +252,8 @@ def describe(res: dict) -> dict:
         f"{'the same' if res['identical_to_2_threads'] else 'other'} bits"
     )
     return res
+
+
+def _speed(gflops) -> str:
+    """`` at 80-95 GFLOPS`` (the matmul speed before and after), or nothing if unrecorded."""
+    return f" at {min(gflops):.0f}-{max(gflops):.0f} GFLOPS" if gflops else ""

@@ -28,12 +28,18 @@ def numbers(notebook_dir: Path = NOTEBOOK_DIR) -> tuple[str, ...]:
     return tuple(p.name[:2] for p in list_notebooks(notebook_dir))
 
 
-def pipeline_json(outputs: Outputs) -> Path:
-    """``<results>/pipeline.json``: the pipeline's per-notebook timing, machine and runs."""
-    return outputs.results / "pipeline.json"
+RECORDS = ("pipeline", "pipeline_warm")  # where a pipeline run records its timing
 
 
-def pipeline_meta(outputs: Outputs) -> dict:
+def pipeline_json(outputs: Outputs, record: str = "pipeline") -> Path:
+    """``<results>/pipeline.json``: the pipeline's per-notebook timing, machine and runs
+    (``record="pipeline_warm"``: those of a warm rerun, ``make warm``)."""
+    if record not in RECORDS:
+        raise ValueError(f"record must be one of {', '.join(RECORDS)}, not {record!r}")
+    return outputs.results / f"{record}.json"
+
+
+def pipeline_meta(outputs: Outputs, record: str = "pipeline") -> dict:
     """``pipeline.json``'s ``meta`` (timing, machine, runs, last_run), ``{}`` before any run."""
-    path = pipeline_json(outputs)
+    path = pipeline_json(outputs, record)
     return json.loads(path.read_text()).get("meta", {}) if path.exists() else {}

@@ -35,7 +35,7 @@ TIMING_KEYS = frozenset(
 )  # fmt: skip
 TIMING_SUFFIXES = ("_s", "_ms", "_min", "_gflops")
 # Files that are timing records as a whole.
-TIMING_FILES = frozenset({"bench.json", "pipeline.json"})
+TIMING_FILES = frozenset({"bench.json", "pipeline.json", "pipeline_warm.json"})
 KINDS = ("rounding", "numeric", "text", "structure")
 
 

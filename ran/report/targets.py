@@ -16,7 +16,7 @@ from ran.report.render import format_value, render_table
 from ran.util.results import Outputs
 
 TARGET_COLUMNS = ["claim", "value", "target", "met", "note", "source"]
-SKIP = ("pipeline",)  # results files that are not findings
+SKIP = ("pipeline", "pipeline_warm")  # results files that are not findings
 
 
 def verdict(met: bool | None) -> str:

@@ -21,6 +21,7 @@ from ran.study.retention import (
     test_episodes,
 )
 from ran.study.tables import fmt_acc
+from ran.util.memo import memo
 from ran.util.results import figure, table, target, text
 
 
@@ -68,9 +69,7 @@ def tradeoff_point(run, outputs, n_test: int, distractors: int = 8) -> dict:
         "d0": evaluate_condition(run, outputs, n_test, CURVE_CONTROLS),
         "d": evaluate_condition(run, outputs, n_test, CURVE_CONTROLS, distractors=(distractors,)),
         "distractors": distractors,
-        "h1": h1_check(run),
-        "openness": gate_openness(run, n_test),
-    }
+    } | _h1_parts(run, outputs, n_test)
 
 
 def tradeoff_rows(points: list[dict]) -> list[dict]:
@@ -189,11 +188,22 @@ def openness_sentence(o: dict, lead: str = "The read") -> str:
     )
 
 
-def h1_point(run, n_test: int) -> dict:
-    """:func:`h1_check` of a run plus, with a query gate, its :func:`gate_openness`."""
-    out = h1_check(run)
-    openness = gate_openness(run, n_test)
-    return out | ({"openness": openness} if openness is not None else {})
+def _h1_parts(run, outputs, n_test: int) -> dict:
+    """``{"h1": h1_check(run), "openness": gate_openness(run, n_test)}``, memoised by the
+    run's hash (a warm rerun neither loads the run's model nor the plain one)."""
+
+    def compute():
+        return {"h1": h1_check(run), "openness": gate_openness(run, n_test)}
+
+    return memo(outputs, "h1_point", {"run": run.hash, "n": n_test}, compute)
+
+
+def h1_point(run, n_test: int, outputs=None) -> dict:
+    """:func:`h1_check` of a run plus, with a query gate, its :func:`gate_openness`
+    (memoised under ``outputs``' cache when given)."""
+    parts = _h1_parts(run, outputs, n_test)
+    openness = parts["openness"]
+    return parts["h1"] | ({"openness": openness} if openness is not None else {})
 
 
 def _r(x, nd: int = 3):

@@ -20,8 +20,10 @@ text) sits beside the held-out one.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -29,7 +31,7 @@ from ran.tasks import probes as P
 from ran.tasks.episodes import CONTROLS, evaluate
 from ran.training.recipes import DECODED_READ, FACT_MEMORY_SIDE
 from ran.util.configio import updated
-from ran.util.memo import memo
+from ran.util.memo import cached, memo
 
 H1_FACT = "It was late. Remember the word castle, it matters. The night was cold."
 HELDOUT_TEXT = dict(lines_before=(1, 2), lines_after=(1, 2))  # the key always inside text
@@ -46,7 +48,7 @@ def test_episodes(cfg, n_test: int, probe_name: str | None = None, **override) -
 
 def evaluate_condition(run, outputs, n_test: int, controls=CONTROLS, batch_size=32, **override):
     """Every control on the held-out test episodes of one condition (memoised by run)."""
-    key = dict(run=run.hash, n=n_test, controls=list(controls), **override)
+    key = condition_key(run.hash, n_test, controls, **override)
 
     def compute():
         eps = test_episodes(run.config, n_test, **override)  # probe_name passes through
@@ -57,6 +59,11 @@ def evaluate_condition(run, outputs, n_test: int, controls=CONTROLS, batch_size=
         "chance": res["chance"],
         "n": res["n"],
     }
+
+
+def condition_key(run_hash: str, n_test: int, controls=CONTROLS, **override) -> dict:
+    """The memo key of :func:`evaluate_condition` (name ``"retention"``)."""
+    return dict(run=run_hash, n=n_test, controls=list(controls), **override)
 
 
 def curve(run, outputs, axis: str, values, n_test: int, controls=CONTROLS) -> list[dict]:
@@ -181,13 +188,17 @@ class Swapped:
     handle: object
 
 
-def swap_regime(run, lr: float, sr: float) -> Swapped:
+def swap_regime(run, lr: float, sr: float, build: bool = True) -> Swapped:
     """``run``'s model with its injection replaced by the same mechanism at reservoir
     regime ``(lr, sr)`` and the run's trained parameters copied in (same shapes: the
-    reservoir's seed and size stay). Call :func:`restore` (or ``.handle.remove()``) after."""
+    reservoir's seed and size stay). Call :func:`restore` (or ``.handle.remove()``) after.
+    ``build=False``: the config and hash only (model, tokenizer, handle None), for
+    reading evaluations the memo holds."""
     cfg = updated(run.config, injection={"reservoir": {"lr": lr, "sr": sr}})
-    h = _reinject(run.model, cfg, run.handle)
-    return Swapped(cfg, f"{run.hash}@lr={lr:g},sr={sr:g}", run.model, run.tokenizer, h)
+    key = f"{run.hash}@lr={lr:g},sr={sr:g}"
+    if not build:
+        return Swapped(cfg, key, None, None, None)
+    return Swapped(cfg, key, run.model, run.tokenizer, _reinject(run.model, cfg, run.handle))
 
 
 def _reinject(model, cfg, old):
@@ -207,26 +218,32 @@ def regime_grid(run, outputs, lrs, srs, n_test: int, idle: int, distractors: int
     """Recall of ``run``'s learned sides under every fixed reservoir ``lr x sr`` (swapped at
     evaluation): at d = 0 (``d0``), after ``distractors`` passes (``d``) and after ``idle``
     ticks (``idle``), held-out. The run's own injection is restored afterwards."""
-    rows = []
+    conditions = (
+        ("d0", {}),
+        ("d", {"distractors": (distractors,)}),
+        ("idle", {"idle_steps": (idle,)}),
+    )
+    rows, swapped = [], False
     for lr in lrs:
         for sr in srs:
-            sw = swap_regime(run, lr, sr)
+            sw = swap_regime(run, lr, sr, build=False)
+            keys = [condition_key(sw.hash, n_test, ("reservoir",), **ov) for _, ov in conditions]
+            if not all(cached(outputs, "retention", key) for key in keys):
+                sw, swapped = swap_regime(run, lr, sr), True  # the model is needed
             try:
                 acc = {
                     name: evaluate_condition(sw, outputs, n_test, ("reservoir",), **ov)["reservoir"]
-                    for name, ov in (
-                        ("d0", {}),
-                        ("d", {"distractors": (distractors,)}),
-                        ("idle", {"idle_steps": (idle,)}),
-                    )
+                    for name, ov in conditions
                 }
             finally:
-                sw.handle.remove()
+                if sw.handle is not None:
+                    sw.handle.remove()
             rows.append(
                 dict(lr=lr, sr=sr, distractors=distractors, idle_steps=idle, n=n_test)
                 | {k: v["acc"] for k, v in acc.items()}
             )
-    restore(run)
+    if swapped:
+        restore(run)
     return rows
 
 
@@ -267,5 +284,21 @@ def save_adapter(run, outputs, name: str) -> str:
     from ran.mechanisms.adapter import save_pretrained
 
     path = outputs.base / "data" / "adapters" / name
-    save_pretrained(run.handle, path, run.config.model_name, run.config)
+    if not adapter_current(path, run):
+        save_pretrained(run.handle, path, run.config.model_name, run.config)
     return outputs.rel(path)
+
+
+def adapter_current(path, run) -> bool:
+    """Whether the adapter folder ``path`` holds ``run``: its config names the run's hash and
+    was written after the run's parameters (a run trained anew, e.g. in a fresh clone whose
+    committed adapter came from another machine, is written again)."""
+    cfg_file, weights = Path(path) / "adapter_config.json", Path(path) / "adapter_model.safetensors"
+    if not (cfg_file.is_file() and weights.is_file() and Path(run.params_path).is_file()):
+        return False
+    try:
+        recorded = (json.loads(cfg_file.read_text()).get("training") or {}).get("hash")
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    newer = min(cfg_file.stat().st_mtime, weights.stat().st_mtime)
+    return recorded == run.hash and newer >= Path(run.params_path).stat().st_mtime

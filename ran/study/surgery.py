@@ -125,6 +125,28 @@ def collect_drives(model, tok, texts, pooling: str = "last", layer=None) -> torc
     return torch.stack(out).double()
 
 
+def stream_analyses(model_name: str, texts, gate: float, srs, scalings, base: ReservoirConfig,
+                    seeds, seed: int = 0) -> dict:  # fmt: skip
+    """Notebook 02's analyses of a real prompt stream on ``model_name``: the slot mass per
+    head with the gate at ``gate`` (:func:`slot_mass_per_head`), the pooling statistics of
+    the ``last`` and ``mean`` drives (:func:`pooling_stats`) and their reservoir sweeps
+    (:func:`drive_sweep`); ``{"mass", "pooling", "sweeps"}``."""
+    model, tok = load_model(model_name, seed=seed)
+    mass = slot_mass_per_head(model, tok, texts, gate=gate)
+    drives = {p: collect_drives(model, tok, texts, pooling=p) for p in ("last", "mean")}
+    return {
+        "mass": mass,
+        "pooling": {p: pooling_stats(u) for p, u in drives.items()},
+        "sweeps": {p: drive_sweep(u, srs, scalings, base, seeds=seeds) for p, u in drives.items()},
+    }
+
+
+def model_drives(model_name: str, texts, pooling: str = "last", layer=None, seed: int = 0):
+    """:func:`collect_drives` of ``texts`` on ``model_name`` (loaded here, with ``seed``)."""
+    model, tok = load_model(model_name, seed=seed)
+    return collect_drives(model, tok, texts, pooling=pooling, layer=layer)
+
+
 def drive_sweep(
     drives: torch.Tensor,
     srs,

@@ -30,6 +30,7 @@ control lives in :mod:`ran.tasks.episodes` (re-exported here).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -71,9 +72,61 @@ class TrainResult:
         def run():
             return evaluate(self.handle, self.tokenizer, eps, controls, bs, self.config.scoring)
 
-        params = tensor_digest(_named_trainable(self.model, self.handle).values())
-        key = {"run": self.hash, "params": params, "split": split, "controls": list(controls)}
+        key = {"run": self.hash, "params": self.params_digest(), "split": split,
+               "controls": list(controls)}  # fmt: skip
         return memo(self.outputs, "evaluate", key, run)
+
+    def params_digest(self) -> str:
+        """:func:`tensor_digest` of the trainable parameters in name order (the live ones: a
+        caller may have changed them)."""
+        named = _named_trainable(self.model, self.handle)
+        return tensor_digest(named[n] for n in sorted(named))
+
+
+class LazyTrainResult(TrainResult):
+    """A cached run (:func:`train` with ``lazy=True``) whose model, tokenizer, handle and
+    episodes are built on first use: a warm rerun whose evaluations all hit the memo
+    (:mod:`ran.util.memo`, keyed by the run's hash) never loads the model. Built exactly as
+    :func:`train` builds a cached run (same RNG isolation), so the values are the same."""
+
+    _LIVE = ("model", "tokenizer", "handle")
+
+    def __getattr__(self, name: str):
+        if name in self._LIVE:
+            loader = self.__dict__.pop("_loader", None)
+            if loader is None:
+                raise AttributeError(f"this run's {name} was deleted")
+            self.__dict__.update(zip(self._LIVE, loader(), strict=True))
+            return self.__dict__[name]
+        if name == "episodes":
+            self.__dict__["episodes"] = self.config.make_probe().splits()
+            return self.__dict__["episodes"]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str):
+        if name in self._LIVE and name not in self.__dict__:
+            self.__dict__.pop("_loader", None)  # never built: nothing to free
+            return
+        super().__delattr__(name)
+
+    def __repr__(self) -> str:  # the dataclass repr would build the model
+        state = "built" if self.built else "not built"
+        return f"LazyTrainResult(hash={self.hash!r}, probe={self.config.probe!r}, {state})"
+
+    def params_digest(self) -> str:
+        """As :meth:`TrainResult.params_digest`; before the model is built, from the saved
+        parameters (which the build copies in), without building it."""
+        if self.built:
+            return super().params_digest()
+        from safetensors.torch import load_file
+
+        saved = load_file(str(self.params_path))
+        return tensor_digest(saved[n] for n in sorted(saved))
+
+    @property
+    def built(self) -> bool:
+        """Whether the model has been built (by an attribute access)."""
+        return "model" in self.__dict__
 
 
 # Runs trained for this process by worker jobs (ran.training.jobs.train_all, or a sweep it
@@ -111,7 +164,9 @@ def _paths(cfg: TrainConfig, outputs: Outputs) -> tuple[str, Path, Path]:
     )
 
 
-def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = True, lazy: bool = False
+) -> TrainResult:
     """Train (or load, if its hash exists) the readout of one configuration.
 
     Parameters
@@ -121,6 +176,10 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
         Output roots; defaults to ``Outputs()``.
     progress : bool
         Show a tqdm progress bar.
+    lazy : bool
+        For a cached run, return a :class:`LazyTrainResult`: the model, tokenizer,
+        handle and episodes are built on first use (a run that is not cached trains
+        as usual).
 
     Returns
     -------
@@ -128,40 +187,27 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
         The live model, tokenizer and handle with the best-validation
         parameters loaded, curves and the probe's episodes by split.
     """
-    from safetensors.torch import load_file
-
     from ran.util.atomic import atomic_save_safetensors, atomic_write_json
 
     outputs = outputs or Outputs()
     key, run_path, params_path = _paths(cfg, outputs)
+    if run_path.is_file() and params_path.is_file():
+        doc = json.loads(run_path.read_text())
+        fields = (doc["history"], doc["wall_time_s"], key not in TRAINED_BY_WORKERS, run_path,
+                  params_path)  # fmt: skip
+        if lazy:
+            run = LazyTrainResult(cfg, key, None, None, None, *fields, outputs=outputs)
+            for name in (*LazyTrainResult._LIVE, "episodes"):
+                del run.__dict__[name]
+            run.__dict__["_loader"] = functools.partial(_load_cached, cfg, params_path)
+            return run
+        return TrainResult(cfg, key, *_load_cached(cfg, params_path), *fields,
+                           cfg.make_probe().splits(), outputs)  # fmt: skip
     episodes = cfg.make_probe().splits()
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         model, tok, handle = _build(cfg)
         named = _named_trainable(model, handle)
-        if run_path.is_file() and params_path.is_file():
-            saved = load_file(str(params_path))
-            if set(saved) != set(named):
-                raise RuntimeError(f"cached run {params_path} does not match the model; delete it")
-            with torch.no_grad():
-                for name, p in named.items():
-                    p.copy_(saved[name])
-            doc = json.loads(run_path.read_text())
-
-            return TrainResult(
-                cfg,
-                key,
-                model,
-                tok,
-                handle,
-                doc["history"],
-                doc["wall_time_s"],
-                key not in TRAINED_BY_WORKERS,
-                run_path,
-                params_path,
-                episodes,
-                outputs,
-            )
         handle.calibrate(tok, [e.passes[0] for e in episodes["train"][:8]])  # e.g. a slot gain
         fixed, gate_fit = set(), None
         t_gate = time.perf_counter()
@@ -198,6 +244,23 @@ def train(cfg: TrainConfig, outputs: Outputs | None = None, progress: bool = Tru
     return TrainResult(
         cfg, key, model, tok, handle, history, wall, False, run_path, params_path, episodes, outputs
     )
+
+
+def _load_cached(cfg: TrainConfig, params_path: Path) -> tuple:
+    """``(model, tokenizer, handle)`` of a cached run: built as :func:`train` builds it, with
+    the saved parameters copied in (the global RNG left as it was)."""
+    from safetensors.torch import load_file
+
+    with torch.random.fork_rng(devices=[]):
+        model, tok, handle = _build(cfg)
+        named = _named_trainable(model, handle)
+        saved = load_file(str(params_path))
+        if set(saved) != set(named):
+            raise RuntimeError(f"cached run {params_path} does not match the model; delete it")
+        with torch.no_grad():
+            for name, p in named.items():
+                p.copy_(saved[name])
+    return model, tok, handle
 
 
 def _inside(outputs: Outputs, path: Path) -> bool:

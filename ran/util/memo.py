@@ -5,7 +5,7 @@ notebook computes from them (test accuracy with controls, perplexity,
 generation) is cached here by a key made of a name, the arguments that define
 the computation (e.g. the run hash, the K, the number of blocks) and a digest
 of the code of the computing subpackages (:data:`COMPUTING`: every ``.py`` file
-found under their folders, by path and content). Any edit of that code
+found under their folders, by path and content) and the installed package versions. Any edit of that code
 invalidates every cached evaluation, so a cached value is always what the
 current code would compute; code that only draws, reports or orchestrates
 (``ran.report``, the CLI, the agent, benchmarks, the pipeline) is outside those
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ran.util.results import Outputs, to_jsonable
+from ran.util.results import Outputs, package_versions, to_jsonable
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the ran package
 # The subpackages whose code computes cached values (the layers up to ran.study).
@@ -73,10 +73,18 @@ def enabled() -> bool:
     return os.environ.get("RAN_MEMO", "1").lower() not in ("0", "false", "no")
 
 
+@functools.cache
+def _versions() -> dict[str, str]:
+    return package_versions()
+
+
 def key_hash(name: str, key: dict) -> str:
-    """16 hex digits identifying ``name`` computed on ``key`` by the current code."""
+    """16 hex digits identifying ``name`` computed on ``key`` by the current code and the
+    installed versions of Python, torch, numpy, transformers... (a cached value is what
+    this installation would compute, e.g. an exactness check after a torch upgrade)."""
     blob = json.dumps(
-        {"name": name, "key": to_jsonable(key), "src": source_digest()}, sort_keys=True
+        {"name": name, "key": to_jsonable(key), "src": source_digest(), "versions": _versions()},
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

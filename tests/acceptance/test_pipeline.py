@@ -153,10 +153,11 @@ def test_schedule_order_longest_chain_first():
     nbs = [pipeline.Path(f"{n}.py") for n in ("01_a", "03_b", "04_c", "06_d", "07_e")]
     order = pipeline.schedule_order(nbs, {"03_b": 60.0, "04_c": 600.0})
     assert [p.stem for p in order] == ["04_c", "03_b", "01_a", "06_d", "07_e"]
-    # 06 waits for 01 and 07 for 06: 01 starts the longest chain (10 + 500 + 200 s)
+    # 06 waits for 01 and 03, 07 for 06: 03 starts the longest chain (60 + 500 + 200 s), then
+    # 01's (10 + 500 + 200 s)
     sec = {"01_a": 10.0, "03_b": 60.0, "04_c": 600.0, "06_d": 500.0, "07_e": 200.0}
     order = pipeline.schedule_order(nbs, sec)
-    assert [p.stem for p in order] == ["01_a", "06_d", "04_c", "07_e", "03_b"]
+    assert [p.stem for p in order] == ["03_b", "01_a", "06_d", "04_c", "07_e"]
     meta = {"timing": {"06_d": 100.0}, "runs": {"06_d": {"loaded": {"h": 900.0}}}}
     assert pipeline.cold_seconds(meta) == {"06_d": 1000.0}  # warm seconds + reused training
 

@@ -26,7 +26,15 @@ FIELDS = {
     "sweep": ("speedup_float64", "speedup_float32", "same_computation", "target"),
     "lowercache": ("ratio_on", "ratio_on_ci95", "ratio_shared", "median_s", "identical", "target"),
     "notebooks": ("rows", "total_minutes", "target"),
-    "training": ("arms", "ratio", "identical_1_thread", "step", "all_identical", "run_hashes"),
+    "training": (
+        "arms",
+        "ratio",
+        "identical_1_thread",
+        "step",
+        "all_identical",
+        "run_hashes",
+        "gflops",
+    ),
     "agent": ("idle_tick_ms", "ratio", "rss_mb", "rss_growth_mb", "checkpointed_tick_ms", "target"),
 }
 
@@ -180,6 +188,52 @@ def test_notebooks_target_reads_the_wall_time_of_a_run_in_lanes(tmp_path):
     (outputs.results / "pipeline.json").write_text(json.dumps({"meta": meta, "results": {}}))
     sec = notebooks.run(outputs)
     assert sec["wall_minutes"] == pytest.approx(70.0) and sec["met"] is False
+
+
+def test_warm_rerun_is_checked_apart_from_the_cold_record(tmp_path):
+    """make warm records pipeline_warm.json: its own check (5 min) beside the cold one, which
+    it leaves alone; a warm run of some notebooks only is shown but not checked."""
+    outputs = Outputs("smoke", root=tmp_path)
+    stems = [f"{nb}_x" for nb in notebooks.NOTEBOOKS]
+    for stem in stems:
+        save_results(stem, {}, outputs, seed=0, wall_time_s=300.0)
+    cold = {"name": "pipeline", "timing": dict.fromkeys(stems, 300.0),
+            "last_run": {"notebooks": stems, "lanes": 1, "elapsed_s": 35 * 60.0}}  # fmt: skip
+    (outputs.results / "pipeline.json").write_text(json.dumps({"meta": cold, "results": {}}))
+    sec = notebooks.run(outputs)
+    assert sec["warm"] is None and len(sec["checks"]) == 4 and "warm" not in sec["summary"]
+    speed = {"before": {"gflops": 80.0}, "after": {"gflops": 120.0}}
+    warm = {"name": "pipeline_warm", "timing": dict.fromkeys(stems, 30.0),
+            "machine": dict.fromkeys(stems, speed),
+            "last_run": {"notebooks": stems, "lanes": 1, "elapsed_s": 4.5 * 60}}  # fmt: skip
+    path = outputs.results / "pipeline_warm.json"
+    path.write_text(json.dumps({"meta": warm, "results": {}}))
+    sec = notebooks.run(outputs)
+    assert sec["wall_minutes"] == pytest.approx(35.0)  # the cold record, untouched
+    warm_check = sec["checks"][-1]
+    assert warm_check["value"] == pytest.approx(4.5) and warm_check["target"] == 5.0
+    assert warm_check["met"] is True and sec["met"] is True
+    assert "make warm) ran every notebook in 4.5 min at 80-120 GFLOPS" in sec["summary"]
+    warm["last_run"] = warm["last_run"] | {"elapsed_s": 6 * 60.0}
+    path.write_text(json.dumps({"meta": warm, "results": {}}))
+    assert notebooks.run(outputs)["met"] is False
+    warm["last_run"] = warm["last_run"] | {"notebooks": stems[:2]}
+    path.write_text(json.dumps({"meta": warm, "results": {}}))
+    sec = notebooks.run(outputs)
+    assert sec["checks"][-1]["value"] is None and "2 notebook(s) only" in sec["summary"]
+
+
+def test_pipeline_rejects_an_unknown_timing_record(tmp_path):
+    from ran.pipeline import run as run_pipeline
+    from ran.report.notebooks import pipeline_json
+
+    with pytest.raises(ValueError, match="record must be one of"):
+        run_pipeline("smoke", ["01"], record="pipeline_hot", notebook_dir=tmp_path)
+    with pytest.raises(ValueError, match="record must be one of"):
+        pipeline_json(Outputs("smoke", root=tmp_path), "other")
+    assert (
+        pipeline_json(Outputs("smoke", root=tmp_path), "pipeline_warm").name == "pipeline_warm.json"
+    )
 
 
 def test_check_and_update_reject_bad_input(tmp_path):

@@ -167,3 +167,80 @@ def test_asked_write_side_fits_the_read_gate_and_merges_its_curriculum():
     assert base.probe_params == dict(k=4, n_train=64)  # the base is not changed
     plain = config_for(base, "decoded", 0.01, 0.9)
     assert not plain.read_gate and plain.probe_params == base.probe_params
+
+
+class _Run:
+    """A run stand-in for the regime grid: counts how often its model is asked for."""
+
+    def __init__(self, cfg, hash_="abc", allow_model=True):
+        self.config, self.hash, self.allow, self.asked, self.tokenizer = (
+            cfg,
+            hash_,
+            allow_model,
+            0,
+            None,
+        )
+        self.handle = self
+
+    @property
+    def model(self):
+        self.asked += 1
+        if not self.allow:
+            raise AssertionError("the model was built although every cell is cached")
+        return object()
+
+    def remove(self):
+        pass
+
+
+def test_regime_grid_reads_cached_cells_without_building_the_model(tmp_path, monkeypatch):
+    from ran.study import retention as RT
+    from ran.training.config import TrainConfig
+    from ran.util.results import Outputs
+
+    calls = []
+
+    def fake_evaluate(handle, tok, eps, controls, batch_size):
+        calls.append(controls)
+        return {c: {"acc": 0.25 * len(calls), "pred": []} for c in controls} | {
+            "chance": 0.25,
+            "n": 4,
+        }
+
+    monkeypatch.setattr(RT, "evaluate", fake_evaluate)
+    monkeypatch.setattr(RT, "test_episodes", lambda *a, **k: [])
+    monkeypatch.setattr(RT, "_reinject", lambda model, cfg, old: old)
+    cfg = TrainConfig(model_name="tiny-llama", probe="fact_in_text", probe_params=dict(k=4))
+    out = Outputs(profile="smoke", root=tmp_path)
+    first = _Run(cfg)
+    rows = RT.regime_grid(first, out, [1.0, 0.1], [0.9], n_test=4, idle=2, distractors=3)
+    assert len(calls) == 6 and first.asked > 0  # 2 cells x (d0, d, idle), swapped
+    assert [r["lr"] for r in rows] == [1.0, 0.1] and rows[0]["d0"] != rows[1]["d0"]
+    again = RT.regime_grid(_Run(cfg, allow_model=False), out, [1.0, 0.1], [0.9], 4, 2, 3)
+    assert again == rows and len(calls) == 6  # every cell from the memo, no model
+    with pytest.raises(AssertionError, match="cached"):  # a new cell needs the model
+        RT.regime_grid(_Run(cfg, allow_model=False), out, [0.01], [0.9], 4, 2, 3)
+
+
+def test_adapter_is_written_again_only_when_not_current(tmp_path):
+    import json
+    import os
+
+    from ran.study.retention import adapter_current
+
+    params = tmp_path / "params.safetensors"
+    params.write_bytes(b"x")
+    run = type("R", (), {"hash": "abc", "params_path": params})()
+    ad = tmp_path / "adapter"
+    assert not adapter_current(ad, run)  # missing
+    ad.mkdir()
+    (ad / "adapter_config.json").write_text(json.dumps({"training": {"hash": "abc"}}))
+    (ad / "adapter_model.safetensors").write_bytes(b"y")
+    assert adapter_current(ad, run)
+    assert not adapter_current(ad, type("R", (), {"hash": "other", "params_path": params})())
+    t = params.stat().st_mtime
+    os.utime(params, (t + 10, t + 10))  # the run trained again after the adapter was written
+    assert not adapter_current(ad, run)
+    os.utime(params, (t, t))
+    (ad / "adapter_config.json").write_text("{not json")
+    assert not adapter_current(ad, run)

@@ -149,6 +149,35 @@ def test_run_is_reproducible_bit_for_bit_and_cached(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_lazy_cached_run_builds_its_model_on_first_use_only(tmp_path):
+    cfg = _fast(steps=4, eval_every=2)
+    out = _outputs(tmp_path)
+    eager = T.train(cfg, out, progress=False)
+    before = torch.random.get_rng_state()
+    lazy = T.train(cfg, out, progress=False, lazy=True)
+    assert isinstance(lazy, T.LazyTrainResult) and lazy.loaded and not lazy.built
+    assert lazy.history == eager.history and lazy.hash == eager.hash
+    assert "not built" in repr(lazy)  # the repr does not build the model
+    assert not lazy.built
+    assert lazy.params_digest() == eager.params_digest() and not lazy.built  # from the file
+    ev = eager.evaluate("test")
+    assert lazy.evaluate("test") == ev and not lazy.built  # a memo hit
+    assert lazy.model is not None and lazy.built
+    assert lazy.params_digest() == eager.params_digest()
+    assert torch.equal(torch.random.get_rng_state(), before)  # building forked the RNG
+    for p, q in zip(
+        lazy.handle.trainable_parameters(), eager.handle.trainable_parameters(), strict=True
+    ):
+        assert torch.equal(p, q)
+    assert [e.answer for e in lazy.episodes["test"]] == [e.answer for e in eager.episodes["test"]]
+    unused = T.train(cfg, out, progress=False, lazy=True)
+    del unused.model, unused.handle  # never built: nothing to free, no error
+    with pytest.raises(AttributeError, match="deleted"):
+        _ = unused.tokenizer
+    fresh = T.train(_fast(steps=3), _outputs(tmp_path, "b"), progress=False, lazy=True)
+    assert type(fresh) is T.TrainResult and not fresh.loaded  # not cached: trained as usual
+
+
 def test_lora_adds_trainable_adapters(tmp_path):
     cfg = _fast(steps=3, eval_every=0, lora_r=2)
     res = T.train(cfg, _outputs(tmp_path), progress=False)
