@@ -65,6 +65,7 @@ class RunReport:
     lanes: int = 1  # notebooks run at once
     elapsed_s: float = 0.0  # wall time of the whole run (with lanes: less than the sum)
     record: str = "pipeline"  # the results file of its timing (pipeline_warm: make warm)
+    cells: dict[str, dict] = field(default_factory=dict)  # stem -> cell_times()
 
 
 def _named(only: list[str]) -> list[str]:
@@ -147,6 +148,30 @@ def run_notebook(
             f"the executed copy with the traceback is {executed}"
         ) from None
     return executed, time.perf_counter() - t0
+
+
+def cell_times(executed: Path, top: int = 5) -> dict:
+    """Where an executed notebook's time went, from papermill's record of each cell:
+    ``code_s`` (every code cell's seconds), ``train_cells_s`` (the cells that start trainings:
+    their source calls ``train_all``, so they may hold evaluation too) and the ``top`` slowest
+    cells as ``[index, seconds, first code line]``."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    rows = []
+    for i, cell in enumerate(nb.cells):
+        dur = (cell.get("metadata", {}).get("papermill") or {}).get("duration")
+        if cell.get("cell_type") != "code" or not isinstance(dur, int | float):
+            continue
+        lines = [ln.strip() for ln in cell.source.splitlines()]
+        first = next((ln for ln in lines if ln and not ln.startswith("#")), "")
+        rows.append((i, float(dur), first[:80], "train_all(" in cell.source))
+    slowest = sorted(rows, key=lambda r: -r[1])[:top]
+    return {
+        "code_s": round(sum(r[1] for r in rows), 2),
+        "train_cells_s": round(sum(r[1] for r in rows if r[3]), 2),
+        "slowest": [[i, round(s, 2), line] for i, s, line, _ in slowest],
+    }
 
 
 def default_lanes() -> int:
@@ -257,6 +282,7 @@ def _finish(report, outputs, src, executed, wall, before, after, started, html, 
     report.wall_time_s[src.stem] = round(wall, 2)
     report.machine[src.stem] = {"before": before, "after": after}
     report.runs[src.stem] = run_flags(outputs, src.name[:2], since=started)
+    report.cells[src.stem] = cell_times(Path(executed))
     if html:
         page = export_html(Path(executed), outputs.build / "html" / f"{src.stem}.html")
         report.html[src.stem] = str(page)
@@ -310,14 +336,14 @@ def _run_lanes(report, outputs, notebooks, parameters, html, t_run, order=None) 
 
 
 def _record_timing(outputs: Outputs, report: RunReport) -> None:
-    """Merge this run's per-notebook wall times, the machine's speed around each notebook
-    and the training runs its results recorded into ``<results>/pipeline.json``; a
-    notebook run again replaces all three of its entries."""
+    """Merge this run's per-notebook wall times, the machine's speed around each notebook,
+    the training runs its results recorded and its cells' times (:func:`cell_times`) into
+    ``<results>/pipeline.json``; a notebook run again replaces all four of its entries."""
     path = pipeline_json(outputs, report.record)
     old = pipeline_meta(outputs, report.record)
     merged = {}
     for key, new in (("timing", report.wall_time_s), ("machine", report.machine),
-                     ("runs", report.runs)):  # fmt: skip
+                     ("runs", report.runs), ("cells", report.cells)):  # fmt: skip
         entries = {k: v for k, v in (old.get(key) or {}).items() if k not in report.wall_time_s}
         merged[key] = dict(sorted((entries | new).items()))
     doc = {

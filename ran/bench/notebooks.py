@@ -88,7 +88,9 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
     comparison's run); :func:`run` counts each reused run once in the total.
     """
     meta = pipeline_meta(outputs)
-    timing, snapshots, machine = (meta.get(k) or {} for k in ("timing", "runs", "machine"))
+    timing, snapshots, machine, cells = (
+        meta.get(k) or {} for k in ("timing", "runs", "machine", "cells")
+    )
     rows, every_trained = [], set()
     for nb in notebooks:
         files = sorted(outputs.results.glob(f"{nb}_*.json"))
@@ -122,6 +124,9 @@ def wall_times(outputs: Outputs, notebooks=NOTEBOOKS) -> list[dict]:
                 "training_minutes": sum(trained.values()) / 60,
                 "reused_hashes": reused,
                 "gflops": [min(speeds), max(speeds)] if speeds else None,
+                "slowest_cells": [
+                    c for k in stems for c in (cells.get(k) or {}).get("slowest", [])
+                ],
             }
         )
     for row in rows:
@@ -169,6 +174,28 @@ def _warm_text(warm: dict | None, whole: bool) -> str:
     return (
         f"; a warm rerun on the caches (make warm) ran {what} in {warm['minutes']:.1f} min{speed}"
     )
+
+
+def slowest_cells(rows: list[dict], n: int = 3) -> list[dict]:
+    """The ``n`` slowest notebook cells of ``rows`` (:func:`wall_times`; papermill's record,
+    :func:`ran.pipeline.cell_times`): notebook, cell index, minutes and first code line."""
+    cells = [
+        {"notebook": r["notebook"], "cell": c[0], "minutes": c[1] / 60, "line": c[2]}
+        for r in rows
+        for c in r.get("slowest_cells") or []
+    ]
+    return sorted(cells, key=lambda c: -c["minutes"])[:n]
+
+
+def _cells_text(rows: list[dict]) -> str:
+    top = slowest_cells(rows)
+    if not top:
+        return ""
+    parts = []
+    for c in top:
+        line = c["line"].replace("`", "'")
+        parts.append(f"{c['notebook'][:2]} cell {c['cell']} ({c['minutes']:.1f} min, `{line}`)")
+    return "; the slowest cells: " + ", ".join(parts)
 
 
 def describe(sec: dict) -> dict:
@@ -244,6 +271,7 @@ def describe(sec: dict) -> dict:
             else "; the machine's speed was not recorded with these minutes"
         )
         + _warm_text(warm, warm_whole)
+        + _cells_text(ran_rows)
     )
     return sec | {
         "total_minutes": total,

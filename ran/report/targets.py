@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 
+from ran.report.notebooks import RECORDS
 from ran.report.render import format_value, render_table
 from ran.util.results import Outputs
 
 TARGET_COLUMNS = ["claim", "value", "target", "met", "note", "source"]
-SKIP = ("pipeline", "pipeline_warm")  # results files that are not findings
+SKIP = RECORDS  # results files that are not findings: the pipeline's timing records
 
 
 def verdict(met: bool | None) -> str:

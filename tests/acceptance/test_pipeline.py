@@ -169,12 +169,18 @@ def test_pipeline_json_pairs_minutes_with_machine_speed_and_runs(tmp_path, monke
         "save_results('01_ok', {{'run': run}}, Outputs(profile), seed=0, wall_time_s=1.0)"
     )
     _write_nb(tmp_path / "01_ok.py", save.format(loaded=False))
-    _write_nb(tmp_path / "02_plain.py", "x = 1")
+    slow = "# %%\nimport time\n\ntime.sleep(0.4)  # stands in for jobs.train_all(...)\n"
+    _write_nb(tmp_path / "02_plain.py", "x = 1\n\n" + slow)
     monkeypatch.setenv("RAN_ROOT", str(tmp_path))
     pipeline.run("smoke", notebook_dir=tmp_path, html=False, progress=False)
     path = tmp_path / "build/smoke/data/results/pipeline.json"
     meta = json.loads(path.read_text())["meta"]
-    assert set(meta["timing"]) == set(meta["machine"]) == set(meta["runs"]) == {"01_ok", "02_plain"}
+    stems = {"01_ok", "02_plain"}
+    assert set(meta["timing"]) == set(meta["machine"]) == set(meta["runs"]) == stems
+    cells = meta["cells"]["02_plain"]  # papermill's per-cell record: the sleep is the slowest
+    assert set(meta["cells"]) == stems and cells["slowest"][0][2] == "import time"
+    assert 0.4 <= cells["slowest"][0][1] <= cells["train_cells_s"] <= cells["code_s"]
+    assert meta["cells"]["01_ok"]["train_cells_s"] == 0.0
     for when in ("before", "after"):
         assert meta["machine"]["01_ok"][when]["gflops"] > 0
     assert meta["runs"]["01_ok"] == {"trained": {"h1": 5.0}, "loaded": {}}

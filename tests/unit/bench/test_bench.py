@@ -34,6 +34,7 @@ FIELDS = {
         "all_identical",
         "run_hashes",
         "gflops",
+        "ratio_in_training",
     ),
     "agent": ("idle_tick_ms", "ratio", "rss_mb", "rss_growth_mb", "checkpointed_tick_ms", "target"),
 }
@@ -338,8 +339,16 @@ def test_cold_estimate_takes_the_runs_recorded_with_the_minutes(tmp_path):
     empty = {"trained": {}, "loaded": {}}
     meta["runs"] = {k: empty for k in timing} | {"04_x": {"trained": {"a": 300.0}, "loaded": {}}}
     meta["machine"] = {"04_x": {"before": {"gflops": 80.0}, "after": {"gflops": 120.0}}}
+    meta["cells"] = {"04_x": {"slowest": [[7, 300.0, "cmp = `compare`"], [2, 6.0, "x = 1"]]},
+                     "05_x": {"slowest": [[3, 54.0, "seeds()"]]}}  # fmt: skip
     path.write_text(json.dumps({"meta": meta, "results": {}}))
     sec = notebooks.run(outputs)
+    top = notebooks.slowest_cells(sec["rows"], 2)
+    assert [(c["notebook"], c["cell"], c["minutes"]) for c in top] == [
+        ("04_x", 7, 5.0),
+        ("05_x", 3, 0.9),
+    ]
+    assert "the slowest cells: 04 cell 7 (5.0 min, `cmp = 'compare'`), 05 cell 3" in sec["summary"]
     row = next(r for r in sec["rows"] if r["notebook"].startswith("04"))
     assert row["reused_runs"] == 0 and row["trained_runs"] == 1
     assert sec["cold_minutes"] == pytest.approx(14.0) == sec["total_minutes"]
@@ -374,6 +383,9 @@ def test_training_arms_give_identical_runs(bench):
     assert sec["all_identical"] and sec["identical_1_thread"] and sec["step"]["identical"]
     assert set(sec["arms"]) == set(training.ARMS) and sec["arms"]["shared"]["lower_files"] > 0
     assert sec["arms"]["workers"]["processes"] == 2
+    for arm in sec["arms"].values():  # the loops are part of the wall time
+        assert arm["train_steps_per_s"] >= arm["steps_per_s"] and arm["outside_training_s"] >= 0
+    assert "inside the training loops only, 2 workers" in sec["summary"]
 
 
 def test_agent_section_times_ticks_passes_and_memory(bench):
