@@ -21,6 +21,7 @@ BENCHES = {
     "lowercache": ("lowercache", "ran.bench.lowercache"),
     "notebooks": ("notebooks", "ran.bench.notebooks"),
     "training": ("training", "ran.bench.training"),
+    "evaljobs": ("eval_jobs", "ran.bench.evaljobs"),
     "agent": ("agent", "ran.bench.agent"),
 }
 

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ran.bench.store import bootstrap_median_ci, check, section_met
+from ran.bench.store import bootstrap_median_ci, check, measured, section_met
 from ran.injection import lowercache as LC
 from ran.injection.config import InjectionConfig
 from ran.injection.models import SMOLLM2, load_model
@@ -120,10 +120,7 @@ def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: i
 def run(outputs: Outputs, seed: int = 0, **overrides) -> dict:
     """Measure and return the ``lowercache`` section of ``bench.json`` (with its checks)."""
     settings = PROFILE_SETTINGS[outputs.profile] | overrides
-    t0 = time.perf_counter()
-    res = describe(measure(seed=seed, **settings))
-    res["wall_time_s"] = time.perf_counter() - t0
-    return res
+    return measured(describe, measure, seed=seed, **settings)
 
 
 def describe(res: dict) -> dict:

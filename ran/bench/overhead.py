@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from ran.bench.store import bootstrap_median_ci, check, section_met
+from ran.bench.store import bootstrap_median_ci, check, measured, section_met
 from ran.evaluation.quality import time_forward
 from ran.injection.config import InjectionConfig
 from ran.injection.models import SMOLLM2, load_model
@@ -129,10 +129,7 @@ PROFILE_SETTINGS = {  # profile -> (model, tokens per pass, interleaved repetiti
 def run(outputs: Outputs, seed: int = 0, **overrides) -> dict:
     """Measure and return the ``overhead`` section of ``bench.json`` (with its checks)."""
     settings = PROFILE_SETTINGS[outputs.profile] | overrides
-    t0 = time.perf_counter()
-    res = describe(measure(threads=1, seed=seed, **settings))
-    res["wall_time_s"] = time.perf_counter() - t0
-    return res
+    return measured(describe, measure, threads=1, seed=seed, **settings)
 
 
 def describe(res: dict) -> dict:

@@ -19,7 +19,8 @@ from ran.util.stats import bootstrap_median_ci  # noqa: F401  (used by the bench
 from ran.util.wording import ratio_text
 
 NAME = "bench"
-SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks", "training", "agent")
+SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks", "training", "eval_jobs",
+            "agent")  # fmt: skip
 OPS = ("<=", ">=")
 SEED = 0
 
@@ -46,6 +47,15 @@ def check(
         met = bool(value <= target) if op == "<=" else bool(value >= target)
     return {"measure": measure, "value": value, "target": target, "op": op, "met": met,
             "ci": None if ci is None else [float(v) for v in ci], "ratio": ratio}  # fmt: skip
+
+
+def measured(describe, measure, **settings) -> dict:
+    """A benchmark section: ``describe(measure(**settings))`` with the wall time of both as
+    ``wall_time_s``."""
+    t0 = time.perf_counter()
+    res = describe(measure(**settings))
+    res["wall_time_s"] = time.perf_counter() - t0
+    return res
 
 
 def verdict(met: bool | None) -> str:

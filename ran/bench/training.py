@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ran.bench import machine
-from ran.bench.store import bootstrap_median_ci, check, section_met
+from ran.bench.store import bootstrap_median_ci, check, measured, section_met
 from ran.injection import lowercache as LC
 from ran.injection.config import InjectionConfig
 from ran.injection.models import SMOLLM2
@@ -219,10 +219,7 @@ def measure(model_name, n_configs, steps, batch_size, k, n_val, units) -> dict:
 def run(outputs: Outputs, **overrides) -> dict:
     """Measure and return the ``training`` section of ``bench.json`` (with its checks)."""
     settings = PROFILE_SETTINGS[outputs.profile] | overrides
-    t0 = time.perf_counter()
-    res = describe(measure(**settings))
-    res["wall_time_s"] = time.perf_counter() - t0
-    return res
+    return measured(describe, measure, **settings)
 
 
 def describe(res: dict) -> dict:

@@ -9,6 +9,7 @@ import pytest
 from ran.bench import (
     BENCHES,
     agent,
+    evaljobs,
     lowercache,
     notebooks,
     overhead,
@@ -36,6 +37,7 @@ FIELDS = {
         "gflops",
         "ratio_in_training",
     ),
+    "eval_jobs": ("median_s", "speedup_two_1t", "speedup_two_1t_ci95", "identical_to_1_thread"),
     "agent": ("idle_tick_ms", "ratio", "rss_mb", "rss_growth_mb", "checkpointed_tick_ms", "target"),
 }
 
@@ -51,6 +53,7 @@ def bench(tmp_path_factory):
     store.update(outputs, {"lowercache": lowercache.run(outputs)})
     run_benches("notebooks", outputs, progress=None)
     store.update(outputs, {"training": training.run(outputs)})
+    store.update(outputs, {"eval_jobs": evaljobs.run(outputs)})
     small_agent = agent.AgentBenchConfig(model_name="tiny-llama", units=64, idle_ticks=400,
                                          rss_every=100, checkpoint_ticks=3, reps=3, warmup=1)  # fmt: skip
     store.update(outputs, {"agent": agent.run(outputs, small_agent)})
@@ -250,7 +253,7 @@ def test_check_and_update_reject_bad_input(tmp_path):
     with pytest.raises(ValueError, match="unknown benchmark"):
         run_benches("everything", Outputs("smoke", root=tmp_path))
     assert set(BENCHES) == {"overhead", "passcost", "sweep", "lowercache", "notebooks", "training",
-                            "agent"}  # fmt: skip
+                            "evaljobs", "agent"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -365,6 +368,19 @@ def test_matmul_gflops_measures_and_rejects_bad_sizes():
     assert snap["cpu"]["capability"] and isinstance(snap["cpu"]["model"], str)
     with pytest.raises(ValueError, match="n >= 64"):
         machine.matmul_gflops(n=8)
+
+
+def test_eval_jobs_split_the_episodes_and_agree(bench):
+    """The 2 workers evaluate the two halves of the same batches: their predictions, joined,
+    are the 1-thread process's (the tiny model is exact at any thread count too)."""
+    sec = bench[1]["results"]["eval_jobs"]
+    assert sec["identical_to_1_thread"] and sec["identical_to_2_threads"], sec["summary"]
+    assert all(len(v) == sec["reps"] for v in sec["times_s"].values())
+    assert sec["speedup_two_1t"] > 0 and "2 one-thread processes" in sec["summary"]
+    eps = list(range(40))  # 5 batches of 8: the first half ends at a batch boundary
+    assert evaljobs._half(eps, 8, 0) == eps[:16] and evaljobs._half(eps, 8, 1) == eps[16:]
+    with pytest.raises(ValueError, match="n_test >= 2 \\* batch"):
+        evaljobs.measure("tiny-llama", 4, 8, 1, 8)
 
 
 def test_lowercache_bench_reuses_and_changes_nothing(bench):
