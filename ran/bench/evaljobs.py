@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ran.bench import machine
+from ran.bench.lowercache import budget, eval_setup
 from ran.bench.store import bootstrap_median_ci, check, measured, section_met
 from ran.injection.models import SMOLLM2
 from ran.util.results import Outputs
@@ -46,21 +47,6 @@ PROFILE_SETTINGS = {  # profile -> model, keys, test episodes, repetitions, batc
     "paper": dict(model_name=SMOLLM2, k=16, n_test=128, reps=5, batch=32),
 }
 _STATE: dict = {}  # a worker's model, tokenizer, handle and episodes (built once)
-
-
-def _build(model_name: str, k: int, n_test: int, seed: int):
-    """(handle, tokenizer, test episodes) of the evaluation (the reservoir injected, gate open)."""
-    from ran.injection.config import InjectionConfig
-    from ran.injection.models import load_model
-    from ran.mechanisms.reservoir_slots import inject
-    from ran.tasks.probes import make_probe
-
-    model, tok = load_model(model_name, seed=seed)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    handle = inject(model, InjectionConfig(gate_init=1.0, seed=seed))
-    probe = make_probe("secret_word", k=k, n_train=n_test, n_val=n_test, n_test=n_test, seed=seed)
-    return handle, tok, probe.splits()["test"]
 
 
 def _evaluate(handle, tok, episodes, batch) -> tuple[float, dict]:
@@ -76,7 +62,7 @@ def _worker_init(model_name, k, n_test, seed, batch, part) -> None:
     """A worker: 1 thread, no lower-layer store, its half of the episodes, one warm-up."""
     os.environ["RAN_LOWER_CACHE_MB"] = "0"
     torch.set_num_threads(1)
-    handle, tok, episodes = _build(model_name, k, n_test, seed)
+    handle, tok, episodes = eval_setup(model_name, k, n_test, seed)
     _STATE.update(handle=handle, tok=tok, episodes=_half(episodes, batch, part), batch=batch)
     _evaluate(handle, tok, _STATE["episodes"], batch)
 
@@ -92,15 +78,10 @@ def _half(episodes, batch: int, part: int):
     return episodes[:cut] if part == 0 else episodes[cut:]
 
 
-def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: int = 0) -> dict:
-    """Interleaved evaluation times of the three arms; see the module doc."""
-    if reps < 1 or n_test < 2 * batch:
-        raise ValueError(f"need reps >= 1 and n_test >= 2 * batch, got {reps}, {n_test}, {batch}")
+def _timed_arms(model_name, k, n_test, reps, batch, seed) -> tuple[dict, dict]:
+    """Each arm's seconds per repetition and its predictions (the first repetition's)."""
     threads = torch.get_num_threads()
-    budget = os.environ.get("RAN_LOWER_CACHE_MB")
-    os.environ["RAN_LOWER_CACHE_MB"] = "0"
-    gflops_before = machine.snapshot()["gflops"]
-    handle, tok, episodes = _build(model_name, k, n_test, seed)
+    handle, tok, episodes = eval_setup(model_name, k, n_test, seed)
     ctx = mp.get_context("spawn")
     pools = [
         ProcessPoolExecutor(
@@ -108,7 +89,7 @@ def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: i
             mp_context=ctx,
             initializer=_worker_init,
             initargs=(model_name, k, n_test, seed, batch, part),
-        )  # fmt: skip
+        )
         for part in (0, 1)
     ]
     times: dict[str, list[float]] = {a: [] for a in ARMS}
@@ -138,10 +119,16 @@ def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: i
             pool.shutdown()
         handle.remove()
         torch.set_num_threads(threads)
-        if budget is None:
-            os.environ.pop("RAN_LOWER_CACHE_MB", None)
-        else:
-            os.environ["RAN_LOWER_CACHE_MB"] = budget
+    return times, preds
+
+
+def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: int = 0) -> dict:
+    """Interleaved evaluation times of the three arms; see the module doc."""
+    if reps < 1 or n_test < 2 * batch:
+        raise ValueError(f"need reps >= 1 and n_test >= 2 * batch, got {reps}, {n_test}, {batch}")
+    gflops_before = machine.snapshot()["gflops"]
+    with budget("0"):  # the spawned workers inherit it
+        times, preds = _timed_arms(model_name, k, n_test, reps, batch, seed)
     t = {a: np.array(v) for a, v in times.items()}
     speedup = {a: t["one_2t"] / t[a] for a in ("two_1t", "one_1t")}
     return {

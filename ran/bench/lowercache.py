@@ -49,7 +49,8 @@ PROFILE_SETTINGS = {  # profile -> model, keys, test episodes, repetitions, batc
 
 
 @contextmanager
-def _budget(mb: str):
+def budget(mb: str):
+    """``RAN_LOWER_CACHE_MB`` set to ``mb`` inside the block, restored after."""
     before = os.environ.get("RAN_LOWER_CACHE_MB")
     os.environ["RAN_LOWER_CACHE_MB"] = mb
     try:
@@ -61,16 +62,22 @@ def _budget(mb: str):
             os.environ["RAN_LOWER_CACHE_MB"] = before
 
 
-def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: int = 0) -> dict:
-    """Interleaved evaluation times of the three arms; see the module doc."""
-    if reps < 1 or n_test < 2:
-        raise ValueError(f"need reps >= 1 and n_test >= 2, got {reps}, {n_test}")
+def eval_setup(model_name: str, k: int, n_test: int, seed: int):
+    """(handle, tokenizer, test episodes) of the benched evaluation: the model frozen, the
+    reservoir injected with its gate open, ``n_test`` K = ``k`` secret-word test episodes."""
     model, tok = load_model(model_name, seed=seed)
     for p in model.parameters():
         p.requires_grad_(False)
     handle = inject(model, InjectionConfig(gate_init=1.0, seed=seed))
     probe = make_probe("secret_word", k=k, n_train=n_test, n_val=n_test, n_test=n_test, seed=seed)
-    episodes = probe.splits()["test"]
+    return handle, tok, probe.splits()["test"]
+
+
+def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: int = 0) -> dict:
+    """Interleaved evaluation times of the three arms; see the module doc."""
+    if reps < 1 or n_test < 2:
+        raise ValueError(f"need reps >= 1 and n_test >= 2, got {reps}, {n_test}")
+    handle, tok, episodes = eval_setup(model_name, k, n_test, seed)
 
     hits = dict.fromkeys(ARMS, 0)
 
@@ -79,7 +86,7 @@ def measure(model_name: str, k: int, n_test: int, reps: int, batch: int, seed: i
             LC.clear()
         before = LC.STATS.hits
         t0 = time.perf_counter()
-        with _budget("0" if name == "off" else os.environ.get("RAN_LOWER_CACHE_MB", "4096")):
+        with budget("0" if name == "off" else os.environ.get("RAN_LOWER_CACHE_MB", "4096")):
             out = evaluate(handle, tok, episodes, CONTROLS, batch)
         dt = time.perf_counter() - t0
         hits[name] = LC.STATS.hits - before  # calls served from the store (last repetition)
