@@ -70,11 +70,30 @@ def memory_check(agent, key: str = "castle", question: str = QUESTION, fact: str
     return out
 
 
+def reset_answer(agent, key: str, question: str = QUESTION) -> dict:
+    """The reset control of :func:`memory_check` without the passes before the ``/reset``:
+    from a wiped state the question's reply depends on the question alone when prompts do
+    not carry the context buffer (``prepend_buffer`` off), so replaying the conversation
+    first changes nothing but the counters. Same keys as :func:`memory_check`'s
+    ``"reset"`` entry (``passes``: this call's)."""
+    from ran.agent.script import run_script
+
+    if agent.config.prepend_buffer:
+        raise ValueError("reset_answer needs prepend_buffer off: the buffer would carry the fact")
+    events = run_script(agent, f"/reset\n{question}\n")
+    reply, emitted = _answer(events)
+    return {"reply": reply, "emitted": emitted, "has_key": bool(reply) and key.lower() in reply.lower(),
+            "passes": sum(e.kind == "pass" for e in events)}  # fmt: skip
+
+
 def recall_over_keys(agent, keys, writes, questions) -> dict:
     """:func:`memory_check` once per key, the fact told with ``writes[i % len(writes)]``
     (a ``{key}`` sentence inside :data:`AROUND`) and asked with ``"Agent, "`` before
     ``questions[i % len(questions)]``, each from the agent's state at the call. Returns the
-    hit counts and Wilson 95% CIs as written and after the reset, and every reply."""
+    hit counts and Wilson 95% CIs as written and after the reset, and every reply. With
+    ``prepend_buffer`` off the reset control is :func:`reset_answer` (the same replies
+    without replaying the conversation before the ``/reset``; about 40% of the time)."""
+    from ran.agent.script import run_script
     from ran.util.stats import wilson_interval
 
     if not keys or not writes or not questions:
@@ -85,7 +104,17 @@ def recall_over_keys(agent, keys, writes, questions) -> dict:
         fact = AROUND.format(sentence=writes[i % len(writes)])
         q = questions[i % len(questions)]
         question = "Agent, " + q[:1].lower() + q[1:]
-        c = memory_check(agent, key, question, fact)
+        if agent.config.prepend_buffer:
+            c = memory_check(agent, key, question, fact)
+        else:  # as memory_check: both plays from this key's start (state and buffer)
+            buffer = agent.buffer.to_list()
+            reply, _ = _answer(run_script(agent, memory_script(key, question, fact=fact)))
+            c = {
+                "memory": {"reply": reply, "has_key": bool(reply) and key.lower() in reply.lower()}
+            }
+            agent.handle.state = start
+            agent.buffer.load(buffer, agent.buffer.dropped)
+            c["reset"] = reset_answer(agent, key, question)
         agent.handle.state = start
         rows.append({"key": key, "fact": fact.format(key=key), "question": question,
                      "memory": c["memory"]["reply"], "reset": c["reset"]["reply"],

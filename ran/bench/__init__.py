@@ -22,6 +22,7 @@ BENCHES = {
     "notebooks": ("notebooks", "ran.bench.notebooks"),
     "training": ("training", "ran.bench.training"),
     "evaljobs": ("eval_jobs", "ran.bench.evaljobs"),
+    "mixedwrites": ("mixed_writes", "ran.bench.mixedwrites"),
     "agent": ("agent", "ran.bench.agent"),
 }
 

@@ -20,7 +20,7 @@ from ran.util.wording import ratio_text
 
 NAME = "bench"
 SECTIONS = ("overhead", "pass_cost", "sweep", "lowercache", "notebooks", "training", "eval_jobs",
-            "agent")  # fmt: skip
+            "mixed_writes", "agent")  # fmt: skip
 OPS = ("<=", ">=")
 SEED = 0
 

@@ -39,7 +39,8 @@ class EpisodeRunner:
     Episodes of different lengths are right-aligned so every question pass
     happens in the same final call; a row whose episode has not started yet
     (or whose pass has fewer idle steps) keeps its state through the extra
-    calls, so mixed schedules batch exactly. Equal schedules need no masking.
+    calls, so mixed schedules batch exactly. A write pass runs only the rows
+    whose episode has started. Equal schedules need no masking.
     """
 
     def __init__(self, handle, tokenizer, scoring: str = "auto"):
@@ -49,6 +50,9 @@ class EpisodeRunner:
         self.scoring = scoring
         self.pad = S.pad_id(tokenizer)
         self.read_state: torch.Tensor | None = None  # set by run(): the state the question read
+        # True: a write pass runs every row of the batch, rows whose episode has not started
+        # included, and puts their state back (the former way; ran.bench.mixedwrites times it)
+        self.write_all_rows = False
 
     # -- state helpers
     def _state(self, batch: int) -> torch.Tensor:
@@ -72,13 +76,35 @@ class EpisodeRunner:
             self._keep(c > m, old)
 
     def write(self, texts: list[str], active: torch.Tensor | None = None) -> None:
-        """One cheap write pass (up to the injected layer) over a batch of texts."""
+        """One cheap write pass (up to the injected layer) over a batch of texts.
+
+        ``active`` (B,) bool: only those rows are run (the model sees just their texts);
+        the others keep their state (zeros before their first pass). A row whose episode
+        has not started yet costs nothing: in a batch of mixed schedules (the elapsed
+        probe, mixed distractor counts) such rows were about half of the write passes.
+        """
+        partial = active is not None and not bool(active.all())
+        if partial and not self.write_all_rows:
+            return self._write_rows(texts, active)
+        old = self._state(len(texts)) if partial else None
         ids, mask = S.batch_encode(self.tok, texts)
-        old = self._state(len(texts)) if active is not None else None
         with reuse_lower(self.h):
             self.h.write_only(ids, mask)
-        if active is not None:
+        if partial:  # write_all_rows: every row was run, the inactive ones are put back
             self._keep(active, old)
+
+    def _write_rows(self, texts: list[str], active: torch.Tensor) -> None:
+        """:meth:`write` on the ``active`` rows only; the state of the others is kept."""
+        full = self._state(len(texts))  # what an inactive row keeps (zeros if empty)
+        rows = active.nonzero().squeeze(1)
+        if len(rows) == 0:
+            self.h.state = full
+            return
+        self.h.state = None if self.h.state is None else full.index_select(0, rows)
+        ids, mask = S.batch_encode(self.tok, [texts[i] for i in rows.tolist()])
+        with reuse_lower(self.h):
+            self.h.write_only(ids, mask)
+        self.h.state = full.index_put((rows,), self.h.state)  # differentiable, out of place
 
     # -- the question pass
     def question_scores(self, episodes: list[P.Episode]) -> torch.Tensor:

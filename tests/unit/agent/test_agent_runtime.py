@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -145,6 +146,32 @@ def test_recall_over_keys_plays_the_script_per_key_from_the_same_start(agent_fac
     assert over["memory"]["emitted"] == sum(r["memory"] is not None for r in over["rows"]) == 3
     with pytest.raises(ValueError, match="at least one key"):
         demo.recall_over_keys(agent, [], ["{key}"], ["q"])
+
+
+def test_recall_over_keys_gives_memory_checks_replies_without_the_replay(agent_factory):
+    """The reset control skips the conversation before the /reset: every reply, as written
+    and after the reset, is the one the full replay (memory_check) gives."""
+    from ran.agent import demo
+
+    agent = agent_factory(gate=AlwaysEmit())
+    agent.send("The mill is old.")
+    start = agent.state.clone()
+    keys, writes, qs = ["flute", "eagle"], ["Note {key} now."], ["The word is"]
+    over = demo.recall_over_keys(agent, keys, writes, qs)
+    for key, row in zip(keys, over["rows"], strict=True):
+        agent.handle.state = start
+        full = demo.memory_check(
+            agent, key, row["question"], demo.AROUND.format(sentence=writes[0])
+        )
+        assert (row["memory"], row["reset"]) == (full["memory"]["reply"], full["reset"]["reply"])
+        assert full["reset"]["reply"] is not None
+    assert (
+        demo.reset_answer(agent, "flute", over["rows"][0]["question"])["reply"]
+        == over["rows"][0]["reset"]
+    )
+    agent.config = dataclasses.replace(agent.config, prepend_buffer=True)  # carries the fact
+    with pytest.raises(ValueError, match="prepend_buffer off"):
+        demo.reset_answer(agent, "flute")
 
 
 def test_using_gate_swaps_the_gate_and_its_threshold_back(agent_factory, trained):

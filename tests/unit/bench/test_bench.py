@@ -11,6 +11,7 @@ from ran.bench import (
     agent,
     evaljobs,
     lowercache,
+    mixedwrites,
     notebooks,
     overhead,
     passcost,
@@ -38,6 +39,7 @@ FIELDS = {
         "ratio_in_training",
     ),
     "eval_jobs": ("median_s", "speedup_two_1t", "speedup_two_1t_ci95", "identical_to_1_thread"),
+    "mixed_writes": ("workloads", "model", "n_test", "reps"),
     "agent": ("idle_tick_ms", "ratio", "rss_mb", "rss_growth_mb", "checkpointed_tick_ms", "target"),
 }
 
@@ -54,6 +56,7 @@ def bench(tmp_path_factory):
     run_benches("notebooks", outputs, progress=None)
     store.update(outputs, {"training": training.run(outputs)})
     store.update(outputs, {"eval_jobs": evaljobs.run(outputs)})
+    store.update(outputs, {"mixed_writes": mixedwrites.run(outputs)})
     small_agent = agent.AgentBenchConfig(model_name="tiny-llama", units=64, idle_ticks=400,
                                          rss_every=100, checkpoint_ticks=3, reps=3, warmup=1)  # fmt: skip
     store.update(outputs, {"agent": agent.run(outputs, small_agent)})
@@ -253,7 +256,7 @@ def test_check_and_update_reject_bad_input(tmp_path):
     with pytest.raises(ValueError, match="unknown benchmark"):
         run_benches("everything", Outputs("smoke", root=tmp_path))
     assert set(BENCHES) == {"overhead", "passcost", "sweep", "lowercache", "notebooks", "training",
-                            "evaljobs", "agent"}  # fmt: skip
+                            "evaljobs", "mixedwrites", "agent"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -381,6 +384,21 @@ def test_eval_jobs_split_the_episodes_and_agree(bench):
     assert evaljobs._half(eps, 8, 0) == eps[:16] and evaljobs._half(eps, 8, 1) == eps[16:]
     with pytest.raises(ValueError, match="n_test >= 2 \\* batch"):
         evaljobs.measure("tiny-llama", 4, 8, 1, 8)
+
+
+def test_mixed_writes_run_fewer_rows_and_agree(bench):
+    """The started-rows arm sends fewer rows through the write passes than the every-row
+    arm, on every workload, and both give the same predictions."""
+    sec = bench[1]["results"]["mixed_writes"]
+    assert set(sec["workloads"]) == set(mixedwrites.WORKLOADS)
+    for name, w in sec["workloads"].items():
+        n = w["rows_written"]
+        assert 0 < n["started_rows"] < n["all_rows"], (name, n)
+        assert w["same_predictions"] and w["max_abs_diff"] < 1e-4, (name, w)
+        assert all(len(v) == sec["reps"] for v in w["times_s"].values()) and w["ratio"] > 0
+    assert "started rows only" in sec["summary"]
+    with pytest.raises(ValueError, match="reps >= 1"):
+        mixedwrites.measure("tiny-llama", 8, 0)
 
 
 def test_lowercache_bench_reuses_and_changes_nothing(bench):

@@ -118,6 +118,32 @@ def test_mixed_schedules_batch_like_single_episodes():
     assert torch.allclose(both, single, atol=1e-5) and not torch.allclose(both[0], both[1])
 
 
+def test_write_passes_run_only_the_rows_whose_episode_has_started():
+    cfg = _fast(probe="elapsed", probe_params=dict(k_max=3))
+    model, tok, h = T._build(cfg)
+    eps = cfg.make_probe().episodes("test")[:6]
+    runner = episodes.EpisodeRunner(h, tok)
+    seen, write_only = [], h.write_only
+    h.write_only = lambda ids, mask=None: (seen.append(ids.shape[0]), write_only(ids, mask))[1]
+    n_writes = sum(len(e.passes) - 1 for e in eps)  # every pass but the question
+    with torch.no_grad():
+        runner.run(eps)
+    assert sum(seen) == n_writes < len(eps) * (max(len(e.passes) for e in eps) - 1)
+    seen.clear()
+    runner.write_all_rows = True  # the former way: every row run, the unstarted put back
+    with torch.no_grad():
+        every_row = runner.run(eps)
+    assert sum(seen) == len(eps) * (max(len(e.passes) for e in eps) - 1)
+    runner.write_all_rows = False
+    with torch.no_grad():
+        assert torch.allclose(runner.run(eps), every_row, atol=1e-5)
+    # the gradient reaches the readout through the partial writes
+    h.write_only = write_only
+    loss = runner.run(eps).logsumexp(1).sum()
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in h.trainable_parameters())
+
+
 def test_trained_readout_beats_reset_control(tmp_path):
     res = T.train(T.TrainConfig(**FAST), _outputs(tmp_path), progress=False)
     ev = episodes.evaluate(res.handle, res.tokenizer, res.episodes["test"], ("reservoir", "reset"))
