@@ -52,35 +52,36 @@ def _answer(events) -> tuple[str | None, bool]:
     return (last.text if last.kind == "emitted" else None), last.kind == "emitted"
 
 
-def memory_check(agent, key: str = "castle", question: str = QUESTION, fact: str = FACT) -> dict:
+def memory_check(agent, key: str = "castle", question: str = QUESTION, fact: str = FACT,
+                 replay: bool = True) -> dict:  # fmt: skip
     """Play :func:`memory_script` as written and with the state reset before the question,
     each from the agent's state at the call (restored in between). Returns both replies
-    and whether each contains ``key`` (case-insensitive)."""
-    from ran.agent.script import run_script
+    and whether each contains ``key`` (case-insensitive).
 
+    ``replay=False`` plays only ``/reset`` and the question for the reset control: from a
+    wiped state the reply depends on the question alone when prompts do not carry the
+    context buffer, so replaying the conversation first changes nothing but the counters
+    (``passes`` counts the passes played). It needs ``prepend_buffer`` off."""
+    if not replay and agent.config.prepend_buffer:
+        raise ValueError("replay=False needs prepend_buffer off: the buffer would carry the fact")
     start_state, start_buffer = agent.handle.state, agent.buffer.to_list()
     out = {"key": key, "question": question}
     for name, reset in (("memory", False), ("reset", True)):
         agent.handle.state = start_state
         agent.buffer.load(start_buffer, agent.buffer.dropped)
-        events = run_script(agent, memory_script(key, question, reset=reset, fact=fact))
-        reply, emitted = _answer(events)
-        out[name] = {"reply": reply, "emitted": emitted, "has_key": bool(reply) and key.lower() in reply.lower(),
-                     "passes": sum(e.kind == "pass" for e in events)}  # fmt: skip
+        script = memory_script(key, question, reset=reset, fact=fact)
+        if reset and not replay:
+            script = f"/reset\n{question}\n"
+        out[name] = _play(agent, key, script)
     return out
 
 
-def reset_answer(agent, key: str, question: str = QUESTION) -> dict:
-    """The reset control of :func:`memory_check` without the passes before the ``/reset``:
-    from a wiped state the question's reply depends on the question alone when prompts do
-    not carry the context buffer (``prepend_buffer`` off), so replaying the conversation
-    first changes nothing but the counters. Same keys as :func:`memory_check`'s
-    ``"reset"`` entry (``passes``: this call's)."""
+def _play(agent, key: str, script: str) -> dict:
+    """Run ``script``; the last prompted reply, whether it was emitted and names ``key``,
+    and the passes played."""
     from ran.agent.script import run_script
 
-    if agent.config.prepend_buffer:
-        raise ValueError("reset_answer needs prepend_buffer off: the buffer would carry the fact")
-    events = run_script(agent, f"/reset\n{question}\n")
+    events = run_script(agent, script)
     reply, emitted = _answer(events)
     return {"reply": reply, "emitted": emitted, "has_key": bool(reply) and key.lower() in reply.lower(),
             "passes": sum(e.kind == "pass" for e in events)}  # fmt: skip
@@ -91,9 +92,8 @@ def recall_over_keys(agent, keys, writes, questions) -> dict:
     (a ``{key}`` sentence inside :data:`AROUND`) and asked with ``"Agent, "`` before
     ``questions[i % len(questions)]``, each from the agent's state at the call. Returns the
     hit counts and Wilson 95% CIs as written and after the reset, and every reply. With
-    ``prepend_buffer`` off the reset control is :func:`reset_answer` (the same replies
-    without replaying the conversation before the ``/reset``; about 40% of the time)."""
-    from ran.agent.script import run_script
+    ``prepend_buffer`` off the reset control skips the replay (``replay=False``: the same
+    replies in about 60% of the time)."""
     from ran.util.stats import wilson_interval
 
     if not keys or not writes or not questions:
@@ -104,17 +104,7 @@ def recall_over_keys(agent, keys, writes, questions) -> dict:
         fact = AROUND.format(sentence=writes[i % len(writes)])
         q = questions[i % len(questions)]
         question = "Agent, " + q[:1].lower() + q[1:]
-        if agent.config.prepend_buffer:
-            c = memory_check(agent, key, question, fact)
-        else:  # as memory_check: both plays from this key's start (state and buffer)
-            buffer = agent.buffer.to_list()
-            reply, _ = _answer(run_script(agent, memory_script(key, question, fact=fact)))
-            c = {
-                "memory": {"reply": reply, "has_key": bool(reply) and key.lower() in reply.lower()}
-            }
-            agent.handle.state = start
-            agent.buffer.load(buffer, agent.buffer.dropped)
-            c["reset"] = reset_answer(agent, key, question)
+        c = memory_check(agent, key, question, fact, replay=agent.config.prepend_buffer)
         agent.handle.state = start
         rows.append({"key": key, "fact": fact.format(key=key), "question": question,
                      "memory": c["memory"]["reply"], "reset": c["reset"]["reply"],

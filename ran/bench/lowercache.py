@@ -62,13 +62,18 @@ def budget(mb: str):
             os.environ["RAN_LOWER_CACHE_MB"] = before
 
 
-def eval_setup(model_name: str, k: int, n_test: int, seed: int):
-    """(handle, tokenizer, test episodes) of the benched evaluation: the model frozen, the
-    reservoir injected with its gate open, ``n_test`` K = ``k`` secret-word test episodes."""
+def injected(model_name: str, seed: int):
+    """(handle, tokenizer) of a benched model: frozen, the reservoir injected, gate open."""
     model, tok = load_model(model_name, seed=seed)
     for p in model.parameters():
         p.requires_grad_(False)
-    handle = inject(model, InjectionConfig(gate_init=1.0, seed=seed))
+    return inject(model, InjectionConfig(gate_init=1.0, seed=seed)), tok
+
+
+def eval_setup(model_name: str, k: int, n_test: int, seed: int):
+    """(handle, tokenizer, test episodes) of the benched evaluation: :func:`injected` and
+    ``n_test`` K = ``k`` secret-word test episodes."""
+    handle, tok = injected(model_name, seed)
     probe = make_probe("secret_word", k=k, n_train=n_test, n_val=n_test, n_test=n_test, seed=seed)
     return handle, tok, probe.splits()["test"]
 

@@ -27,11 +27,9 @@ import time
 import numpy as np
 import torch
 
-from ran.bench.lowercache import budget
+from ran.bench.lowercache import budget, injected
 from ran.bench.store import bootstrap_median_ci, check, measured, section_met
-from ran.injection.config import InjectionConfig
-from ran.injection.models import SMOLLM2, load_model
-from ran.mechanisms.reservoir_slots import inject
+from ran.injection.models import SMOLLM2
 from ran.tasks.episodes import EpisodeRunner
 from ran.tasks.probes import make_probe
 from ran.util.results import Outputs
@@ -59,10 +57,7 @@ def measure(model_name: str, n_test: int, reps: int, seed: int = 0) -> dict:
     """Interleaved times of both arms on every workload; see the module doc."""
     if reps < 1 or n_test < 2:
         raise ValueError(f"need reps >= 1 and n_test >= 2, got {reps}, {n_test}")
-    model, tok = load_model(model_name, seed=seed)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    handle = inject(model, InjectionConfig(gate_init=1.0, seed=seed))
+    handle, tok = injected(model_name, seed)
     runner = EpisodeRunner(handle, tok)
     rows, write_only = [0], handle.write_only
 
@@ -94,7 +89,7 @@ def measure(model_name: str, n_test: int, reps: int, seed: int = 0) -> dict:
                 "probe_params": {
                     k: list(v) if isinstance(v, tuple) else v
                     for k, v in WORKLOADS[workload][1].items()
-                },  # fmt: skip
+                },
                 "times_s": {k: v.tolist() for k, v in t.items()},
                 "median_s": {k: float(np.median(v)) for k, v in t.items()},
                 "ratio": float(np.median(ratio)),
@@ -127,7 +122,7 @@ def describe(res: dict) -> dict:
                 None,
                 ci=w["ratio_ci95"],
                 ratio=True,
-            )  # fmt: skip
+            )
         )
         checks.append(
             check(
@@ -135,7 +130,7 @@ def describe(res: dict) -> dict:
                 float(w["same_predictions"]),
                 1,
                 ">=",
-            )  # fmt: skip
+            )
         )
         m, n = w["median_s"], w["rows_written"]
         parts.append(

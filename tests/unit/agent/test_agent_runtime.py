@@ -165,13 +165,14 @@ def test_recall_over_keys_gives_memory_checks_replies_without_the_replay(agent_f
         )
         assert (row["memory"], row["reset"]) == (full["memory"]["reply"], full["reset"]["reply"])
         assert full["reset"]["reply"] is not None
-    assert (
-        demo.reset_answer(agent, "flute", over["rows"][0]["question"])["reply"]
-        == over["rows"][0]["reset"]
-    )
+    agent.handle.state = start
+    fact, q = demo.AROUND.format(sentence=writes[0]), over["rows"][0]["question"]
+    short = demo.memory_check(agent, "flute", q, fact, replay=False)
+    assert short["reset"]["reply"] == over["rows"][0]["reset"]
+    assert short["reset"]["passes"] < full["reset"]["passes"]  # the replay was skipped
     agent.config = dataclasses.replace(agent.config, prepend_buffer=True)  # carries the fact
     with pytest.raises(ValueError, match="prepend_buffer off"):
-        demo.reset_answer(agent, "flute")
+        demo.memory_check(agent, "flute", replay=False)
 
 
 def test_using_gate_swaps_the_gate_and_its_threshold_back(agent_factory, trained):
