@@ -20,6 +20,7 @@ text) sits beside the held-out one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -47,18 +48,59 @@ def test_episodes(cfg, n_test: int, probe_name: str | None = None, **override) -
 
 
 def evaluate_condition(run, outputs, n_test: int, controls=CONTROLS, batch_size=32, **override):
-    """Every control on the held-out test episodes of one condition (memoised by run)."""
+    """Every control on the held-out test episodes of one condition (memoised by run).
+
+    Each control is memoised by what it reads (:func:`control_key`), so conditions and runs
+    that give it the same inputs share one computation (the d = 0 point, the idle curve's
+    reset and stateless values, every run's stateless values)."""
     key = condition_key(run.hash, n_test, controls, **override)
 
     def compute():
         eps = test_episodes(run.config, n_test, **override)  # probe_name passes through
-        return evaluate(run.handle, run.tokenizer, eps, tuple(controls), batch_size)
+        res = {c: shared_control(run, outputs, c, eps, batch_size) for c in controls}
+        return res | {"chance": 1.0 / len(eps[0].candidates), "n": len(eps)}
 
     res = memo(outputs, "retention", key, compute)
     return {c: {k: v for k, v in res[c].items() if k != "pred"} for c in controls} | {
         "chance": res["chance"],
         "n": res["n"],
     }
+
+
+def control_key(run, control: str, episodes: list[P.Episode], batch_size: int) -> dict:
+    """What ``control`` reads of ``run`` and ``episodes`` (in their batches), as a memo key.
+
+    ``reservoir`` and ``shuffled`` read every pass and idle tick through the run's
+    injection; ``reset`` wipes the state before the question, so it reads only the
+    question passes (the same along an idle curve); ``stateless`` and ``oracle`` run with
+    the gate closed, which makes the injected layer bit-identical to the base layer, so
+    they read the base model and not the run (its LoRA, when it has one, excepted).
+    """
+    if control not in CONTROLS:
+        raise ValueError(f"unknown control {control!r}; controls are {CONTROLS}")
+    cfg = run.config
+    base_only = control in ("stateless", "oracle") and not cfg.lora_r
+    who = dict(model=cfg.model_name, model_seed=cfg.model_seed) if base_only else run.hash
+    if control in ("stateless", "reset"):
+        parts = [(e.passes[-1], e.candidates, e.answer) for e in episodes]
+    elif control == "oracle":
+        parts = [(e.oracle_prompt, e.candidates, e.answer) for e in episodes]
+    else:
+        parts = [(e.passes, e.idle, e.candidates, e.answer) for e in episodes]
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    return dict(control=control, reads=who, episodes=digest, n=len(episodes), batch=batch_size)
+
+
+def shared_control(run, outputs, control: str, episodes: list[P.Episode], batch_size: int = 32):
+    """One control's accuracy and predictions on ``episodes``, memoised by
+    :func:`control_key`: computed once for every condition and run that reads the same."""
+
+    def compute():
+        return evaluate(run.handle, run.tokenizer, episodes, (control,), batch_size)[control]
+
+    return memo(
+        outputs, "retention_control", control_key(run, control, episodes, batch_size), compute
+    )
 
 
 def condition_key(run_hash: str, n_test: int, controls=CONTROLS, **override) -> dict:

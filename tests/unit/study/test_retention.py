@@ -193,6 +193,17 @@ class _Run:
         pass
 
 
+def _fake_episodes(cfg, n_test, **override):
+    """Four episodes per condition, their passes naming the condition (idle: the ticks)."""
+    from ran.tasks.probes import Episode
+
+    d = override.get("distractors", (0,))[0]
+    n_idle = override.get("idle_steps", (0,))[0]
+    passes = ("fact", *[f"filler {i}" for i in range(d)], "question")
+    idle = (0,) * (len(passes) - 1) + (n_idle,)
+    return [Episode(passes, idle, ("a", "b", "c", "d"), i, "fact_in_text", ()) for i in range(4)]
+
+
 def test_regime_grid_reads_cached_cells_without_building_the_model(tmp_path, monkeypatch):
     from ran.study import retention as RT
     from ran.training.config import TrainConfig
@@ -208,7 +219,7 @@ def test_regime_grid_reads_cached_cells_without_building_the_model(tmp_path, mon
         }
 
     monkeypatch.setattr(RT, "evaluate", fake_evaluate)
-    monkeypatch.setattr(RT, "test_episodes", lambda *a, **k: [])
+    monkeypatch.setattr(RT, "test_episodes", _fake_episodes)
     monkeypatch.setattr(RT, "_reinject", lambda model, cfg, old: old)
     cfg = TrainConfig(model_name="tiny-llama", probe="fact_in_text", probe_params=dict(k=4))
     out = Outputs(profile="smoke", root=tmp_path)
@@ -244,3 +255,110 @@ def test_adapter_is_written_again_only_when_not_current(tmp_path):
     os.utime(params, (t, t))
     (ad / "adapter_config.json").write_text("{not json")
     assert not adapter_current(ad, run)
+
+
+class _Counted:
+    """A run stand-in (config and hash) for evaluations with a counting fake."""
+
+    def __init__(self, cfg, hash_):
+        self.config, self.hash, self.handle, self.tokenizer = cfg, hash_, None, None
+
+
+def _counting_evaluate(calls):
+    def fake(handle, tok, eps, controls, batch_size):
+        calls.extend(controls)
+        return {c: {"acc": 0.5, "pred": [e.answer for e in eps]} for c in controls}
+
+    return fake
+
+
+def _varied_episodes(cfg, n_test, **override):
+    """As the real probe: the question pass changes with the distractor count (the
+    generator's stream moves), not with the idle ticks."""
+    from ran.tasks.probes import Episode
+
+    d = override.get("distractors", (0,))[0]
+    n_idle = override.get("idle_steps", (0,))[0]
+    passes = ("fact", *[f"filler {i}" for i in range(d)], f"question after {d}")
+    idle = (0,) * (len(passes) - 1) + (n_idle,)
+    return [
+        Episode(passes, idle, ("a", "b", "c", "d"), i % 4, "fact_in_text", ()) for i in range(4)
+    ]
+
+
+def test_each_control_is_computed_once_per_what_it_reads(tmp_path, monkeypatch):
+    """The d = 0 point, the idle curve and the all-controls row are the same episodes: the
+    reservoir runs once for them and once per other condition; reset and stateless run once
+    per distinct question set; a second run reuses the first one's stateless and oracle
+    values (the base model's), a LoRA run does not."""
+    from collections import Counter
+
+    from ran.study import retention as RT
+    from ran.training.config import TrainConfig
+    from ran.util.configio import updated
+    from ran.util.results import Outputs
+
+    calls = []
+    monkeypatch.setattr(RT, "evaluate", _counting_evaluate(calls))
+    monkeypatch.setattr(RT, "test_episodes", _varied_episodes)
+    cfg = TrainConfig(model_name="tiny-llama", probe="fact_in_text", probe_params=dict(k=4))
+    out = Outputs(profile="smoke", root=tmp_path)
+
+    def measure(run):
+        calls.clear()
+        d = RT.curve(run, out, "distractors", [0, 1, 2], 4, RT.CURVE_CONTROLS)
+        i = RT.curve(run, out, "idle_steps", [0, 2, 8], 4, RT.CURVE_CONTROLS)
+        a = RT.evaluate_condition(run, out, 4, RT.POINT_CONTROLS)
+        assert [p["distractors"] for p in d] == [0, 1, 2] and a["n"] == 4 and a["chance"] == 0.25
+        assert [p["idle_steps"] for p in i] == [0, 2, 8] and i[0]["reset"] == d[0]["reset"]
+        return Counter(calls)
+
+    first = measure(_Counted(cfg, "run-1"))
+    # reservoir: d = 0 (= idle 0 = all controls), d = 1, d = 2, idle 2, idle 8
+    assert first == {"reservoir": 5, "reset": 3, "stateless": 3, "shuffled": 1, "oracle": 1}
+    second = measure(_Counted(cfg, "run-2"))
+    assert second == {"reservoir": 5, "reset": 3, "shuffled": 1}
+    lora = measure(_Counted(updated(cfg, lora_r=4), "run-3"))
+    assert lora == first
+    with pytest.raises(ValueError, match="unknown control"):
+        RT.control_key(_Counted(cfg, "x"), "nope", [], 32)
+
+
+@pytest.mark.parametrize("side", ["decoded+asked", "decoded", "pure", "gru"])
+def test_stateless_and_oracle_scores_do_not_depend_on_the_run(side):
+    """What lets :func:`control_key` share the stateless and oracle values across runs: with
+    the gate closed, notebook 06's mechanisms score exactly as the base model does, whatever
+    their trained parameters (randomised here) and state."""
+    import torch
+
+    from ran.injection.models import load_model
+    from ran.mechanisms.registry import make
+    from ran.study import retention as RT
+    from ran.tasks.episodes import EpisodeRunner, _base_scores
+    from ran.training.config import TrainConfig
+
+    base = TrainConfig(model_name="tiny-llama", probe="fact_in_text",
+                       probe_params=dict(k=4, n_train=16, n_val=4, n_test=6),
+                       injection=dict(reservoir={"units": 32}))  # fmt: skip
+    cfg = RT.config_for(base, side, 0.01, 0.9)
+    eps = RT.test_episodes(cfg, 6, distractors=(1,))
+    model, tok = load_model("tiny-llama")
+
+    def scores(handle):
+        runner = EpisodeRunner(handle, tok)
+        with torch.no_grad():
+            return [_base_scores(runner, eps, oracle=o) for o in (False, True)]
+
+    reference = make("reservoir", model, base.injection_config())
+    want = scores(reference)
+    reference.remove()
+    h = make(cfg.kind, model, cfg.injection_config())
+    try:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in h.trainable_parameters():
+                p.add_(torch.randn(p.shape, generator=g))
+        got = scores(h)
+    finally:
+        h.remove()
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
